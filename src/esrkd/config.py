@@ -1,0 +1,173 @@
+"""Every knob of the pipeline, typed and validated: the only module that reads params.yaml.
+
+`load()` turns the YAML into frozen pydantic models; any unknown key, wrong type or value out of
+range stops with one sentence that names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from esrkd.arch import DiscArgs, RRDBArgs
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used as it is."""
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Base(_Block):
+    profile: Literal["demo", "paper", "test"]  # labels every report; a demo is never called a reproduction
+    seed: int = Field(ge=0)  # seeds python, numpy and torch in every stage
+    scale: Literal[2, 4]  # super-resolution factor; also the border cropped before PSNR/SSIM
+    device: Literal["auto", "cpu", "cuda"]  # auto = cuda when available
+    threads: int = Field(ge=0)  # torch CPU threads; 0 keeps torch's default
+
+
+class Grid(_Block):
+    prune: list[float] = Field(min_length=1)  # teacher prune ratios, each in [0, 1)
+    width: list[int] = Field(min_length=1)  # student feature widths, each in (0, teacher.num_feat)
+
+
+SetName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]  # used as a folder name
+
+
+class Data(_Block):
+    # Each source is a folder of HR images or "skimage:<name>" for an image scikit-image ships.
+    train: list[str] = Field(min_length=1)
+    test: dict[SetName, list[str]] = Field(min_length=1)  # test-set name -> its sources
+    degradation: Literal["matlab_bicubic"]  # how LR is made from HR (DIV2K's convention)
+
+
+class Net(_Block):
+    num_feat: int = Field(gt=0)  # RRDBNet features (the student's width replaces it)
+    num_block: int = Field(gt=0)  # RRDB blocks, shared by teacher and students
+    num_grow_ch: int = Field(gt=0)  # dense-block growth channels, shared too
+    d_num_feat: int = Field(gt=0)  # VGG-style discriminator base features
+
+
+class Train(_Block):
+    patch_size: int = Field(gt=0)  # HR patch side; a multiple of 32 (the discriminator) and of scale
+    batch_size: int = Field(gt=0)
+    num_workers: int = Field(ge=0)  # DataLoader worker processes
+    lr: float = Field(gt=0)  # Adam learning rate of G and D
+    betas: tuple[float, float]  # Adam betas (BasicSR: 0.9, 0.99)
+    warmup_iters: int = Field(ge=0)  # PSNR-oriented phase: L1 only (plus distillation for students)
+    gan_iters: int = Field(ge=0)  # GAN phase: weighted L1 + perceptual + relativistic GAN
+    lr_milestones: list[int]  # iterations at which the learning rate halves
+    l1_weight: float = Field(ge=0)  # weight of L1 in the GAN phase (the warm start uses 1)
+    perceptual_weight: float = Field(ge=0)  # VGG19 conv5_4 loss; skipped, and said so, without weights
+    gan_weight: float = Field(ge=0)  # relativistic average GAN loss weight
+    ema_decay: float = Field(ge=0, lt=1)  # EMA of G's weights; the EMA is what stages hand on
+    log_every: int = Field(gt=0)  # iterations between dvclive log steps
+
+
+class Distill(Train):
+    distill_weight: float = Field(ge=0)  # lambda_distill of Eq. 4 (0 turns distillation off)
+    layers: Literal["all"] | list[int]  # RRDB block outputs distilled ("all" = every block)
+    feature_loss: Literal["mse", "l2"]  # mse: mean squared error; l2: per-sample L2 norm, averaged
+
+
+class Evaluate(_Block):
+    crop_border: int | None = Field(ge=0)  # pixels cropped from each border; null = scale
+    y_channel: bool  # PSNR/SSIM on BT.601 Y (the SR convention) or on RGB
+
+
+class Params(_Block):
+    base: Base
+    grid: Grid
+    prune: float  # the teacher prune ratio of Table 2 (the paper's choice: 0.3)
+    data: Data
+    net: Net
+    teacher: Train
+    distill: Distill
+    evaluate: Evaluate
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        for r in self.grid.prune:
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"grid.prune: ratio {r} is outside [0, 1)")
+        if self.prune not in self.grid.prune:
+            raise ValueError(f"prune: {self.prune} is not one of grid.prune {self.grid.prune}")
+        for w in self.grid.width:
+            if not 0 < w < self.net.num_feat:
+                raise ValueError(f"grid.width: width {w} must be > 0 and < net.num_feat ({self.net.num_feat})")
+        for name, block in (("teacher", self.teacher), ("distill", self.distill)):
+            if block.patch_size % 32 or block.patch_size % self.base.scale:
+                raise ValueError(f"{name}.patch_size: {block.patch_size} must be a multiple of 32 and of base.scale")
+            if block.warmup_iters + block.gan_iters == 0:
+                raise ValueError(f"{name}: warmup_iters + gan_iters must be at least 1")
+        if self.distill.patch_size != self.teacher.patch_size:
+            raise ValueError("distill.patch_size must equal teacher.patch_size: the student's discriminator is the teacher's")
+        if self.distill.layers != "all":
+            bad = [i for i in self.distill.layers if not 0 <= i < self.net.num_block]
+            if bad:
+                raise ValueError(f"distill.layers: {bad} are not RRDB blocks 0..{self.net.num_block - 1}")
+        return self
+
+    @property
+    def crop_border(self) -> int:
+        return self.base.scale if self.evaluate.crop_border is None else self.evaluate.crop_border
+
+    @property
+    def teacher_arch(self) -> RRDBArgs:
+        n = self.net
+        return RRDBArgs(num_feat=n.num_feat, num_block=n.num_block, num_grow_ch=n.num_grow_ch, scale=self.base.scale)
+
+    @property
+    def disc_arch(self) -> DiscArgs:
+        return DiscArgs(num_feat=self.net.d_num_feat, input_size=self.teacher.patch_size)
+
+    @property
+    def distill_layers(self) -> list[int]:
+        return list(range(self.net.num_block)) if self.distill.layers == "all" else list(self.distill.layers)
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        what = "unknown key; remove it or check its spelling"
+    elif first["type"] == "missing":
+        what = "missing; add it"
+    else:
+        what = f"{first['msg']} (got {first.get('input')!r})" if first["type"] != "value_error" else first["msg"]
+    more = f" ({err.error_count() - 1} more problem(s) after this one)" if err.error_count() > 1 else ""
+    return f"{path}: {key}: {what}{more}."
+
+
+def parse(raw: object, source: Path | str = PARAMS_FILE) -> Params:
+    """Validate an already-parsed YAML mapping."""
+    path = Path(source)
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of parameter blocks, found {type(raw).__name__}.")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        # A cross-field check raises "Value error, <key>: ..." at the top level: keep its own key.
+        first = err.errors()[0]
+        if first["type"] == "value_error" and not first["loc"]:
+            raise ParamsError(f"{path}: {str(first['ctx']['error'])}.") from None
+        raise ParamsError(_describe(err, path)) from None
+
+
+def load(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate a params file (params.yaml in the working directory by default)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file; run from the project root or pass --params.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({err}).") from None
+    return parse(raw, path)

@@ -1,0 +1,200 @@
+"""Images in, HR/LR pairs out: reading sources, the bicubic degradation, and training patches.
+
+Images are uint8 RGB arrays (H, W, 3) on disk and in memory; tensors handed to networks are float
+RGB in [0, 1], NCHW.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from bicubic_pytorch.core import imresize
+from PIL import Image
+from torch.utils.data import Dataset
+
+SKIMAGE_PREFIX = "skimage:"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class DataError(ValueError):
+    """An input image or folder that cannot be used; the message names it and says what to do."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An 8-bit RGB image as (H, W, 3) uint8. Grayscale is replicated to RGB; alpha is refused."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+                raise DataError(f"{path}: has an alpha channel; save it as RGB (without transparency) and re-run.")
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                raise DataError(f"{path}: is a {mode} (16-bit or float) image; convert it to 8-bit RGB and re-run.")
+            return np.asarray(im.convert("RGB"))
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: cannot be read as an image ({err}); replace or remove the file.") from None
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    Image.fromarray(image).save(path, format="PNG")
+
+
+def _skimage_image(name: str) -> np.ndarray:
+    import skimage.data
+
+    loader = getattr(skimage.data, name, None)
+    if loader is None or not callable(loader):
+        raise DataError(f"data source 'skimage:{name}': scikit-image ships no image of that name.")
+    image = loader()
+    if isinstance(image, tuple):  # stereo_motorcycle returns (left, right, disparity): take the left view
+        image = image[0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DataError(f"data source 'skimage:{name}': not an 8-bit RGB image (shape {image.shape}, {image.dtype}).")
+    return image
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted; other files are skipped with a warning naming them."""
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist; create it or fix the path in params.yaml (data).")
+    files, skipped = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        (files if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(path)
+    if skipped:
+        warnings.warn(f"{folder}: skipping {len(skipped)} non-image file(s): {', '.join(p.name for p in skipped)}", stacklevel=2)
+    if not files:
+        raise DataError(f"data folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add some or fix the path.")
+    return files
+
+
+def load_sources(sources: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(name, image) for every image named by `sources`: folders, or skimage:<name>."""
+    images = []
+    for source in sources:
+        if source.startswith(SKIMAGE_PREFIX):
+            name = source[len(SKIMAGE_PREFIX):]
+            images.append((name, _skimage_image(name)))
+        else:
+            images.extend((p.stem, read_image(p)) for p in list_images(Path(source)))
+    names = [n for n, _ in images]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"data sources {sources} give several images named {dupes}; rename them so names are unique.")
+    return images
+
+
+def crop_to_scale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Crop the bottom/right so both sides are multiples of `scale` (BasicSR's mod-crop)."""
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]
+
+
+def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB `imresize(hr, 1/scale, 'bicubic')` on uint8, as DIV2K's LR images were made.
+
+    Antialiased cubic kernel (a = -0.5) widened by `scale`, symmetric padding at the borders,
+    rounded to uint8 like MATLAB's uint8 output. Uses bicubic-pytorch, a port of MATLAB's imresize.
+    """
+    if hr.shape[0] % scale or hr.shape[1] % scale:
+        raise DataError(f"an HR image of {hr.shape[1]}x{hr.shape[0]} is not divisible by scale {scale}; crop it first.")
+    x = torch.from_numpy(hr).permute(2, 0, 1).to(torch.float64)
+    y = imresize(x, scale=1.0 / scale)
+    return y.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+@dataclass(frozen=True)
+class PreparedSet:
+    hr: Path
+    lr: Path
+
+    @classmethod
+    def at(cls, root: Path) -> PreparedSet:
+        return cls(root / "HR", root / "LR")
+
+
+def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0) -> int:
+    """Write out/HR/<name>.png (mod-cropped) and out/LR/<name>.png (bicubic /scale); return the count."""
+    images = load_sources(sources)
+    dirs = PreparedSet.at(out)
+    dirs.hr.mkdir(parents=True)
+    dirs.lr.mkdir(parents=True)
+    for name, image in images:
+        hr = crop_to_scale(image, scale)
+        if min(hr.shape[:2]) < max(min_hr_side, scale):
+            raise DataError(
+                f"image '{name}' ({image.shape[1]}x{image.shape[0]}) is smaller than "
+                f"{max(min_hr_side, scale)} pixels on a side; remove it or lower the patch size."
+            )
+        write_png(dirs.hr / f"{name}.png", hr)
+        write_png(dirs.lr / f"{name}.png", bicubic_downscale(hr, scale))
+    return len(images)
+
+
+def load_pairs(root: Path, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, lr, hr) for a prepared set, checked to fit each other at `scale`."""
+    dirs = PreparedSet.at(root)
+    pairs = []
+    for hr_path in list_images(dirs.hr):
+        lr_path = dirs.lr / hr_path.name
+        if not lr_path.is_file():
+            raise DataError(f"{lr_path}: missing LR image for {hr_path}; re-run the prepare stage.")
+        hr, lr = read_image(hr_path), read_image(lr_path)
+        if hr.shape != (lr.shape[0] * scale, lr.shape[1] * scale, 3):
+            raise DataError(f"{lr_path}: {lr.shape[1]}x{lr.shape[0]} is not HR {hr.shape[1]}x{hr.shape[0]} / {scale}; re-run prepare.")
+        pairs.append((hr_path.stem, lr, hr))
+    return pairs
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+
+
+def to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded as BasicSR's tensor2img does."""
+    return tensor.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+class PatchDataset(Dataset):
+    """Aligned random LR/HR patches with flips and 90-degree rotations.
+
+    Sample k is a pure function of (seed, k): the k-th patch is the same whatever the worker count,
+    and a run can restart at any position of the stream.
+    """
+
+    def __init__(self, pairs: list[tuple[str, np.ndarray, np.ndarray]], scale: int, hr_patch: int, num_samples: int, seed: int):
+        lr_patch = hr_patch // scale
+        small = [name for name, lr, _ in pairs if min(lr.shape[:2]) < lr_patch]
+        if small:
+            raise DataError(f"training images {small} are smaller than the {hr_patch}-pixel HR patch; remove them or lower patch_size.")
+        self.pairs, self.scale, self.lr_patch = pairs, scale, lr_patch
+        self.num_samples, self.seed = num_samples, seed
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, k])
+        _, lr, hr = self.pairs[rng.integers(len(self.pairs))]
+        p, s = self.lr_patch, self.scale
+        top, left = rng.integers(lr.shape[0] - p + 1), rng.integers(lr.shape[1] - p + 1)
+        lr = lr[top : top + p, left : left + p]
+        hr = hr[top * s : (top + p) * s, left * s : (left + p) * s]
+        hflip, vflip, rot90 = rng.integers(2, size=3)
+        if hflip:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        if vflip:
+            lr, hr = lr[::-1], hr[::-1]
+        if rot90:
+            lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+        return to_tensor(lr), to_tensor(hr)

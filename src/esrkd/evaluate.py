@@ -1,0 +1,65 @@
+"""Super-resolve every test image with one model, save the SR images and score them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from esrkd import metrics
+from esrkd.arch import RRDBNet, count_params
+from esrkd.data import DataError, load_pairs, to_tensor, to_uint8, write_png
+
+
+@torch.no_grad()
+def super_resolve(net: RRDBNet, lr: np.ndarray, device: torch.device) -> np.ndarray:
+    """One uint8 RGB LR image -> its uint8 RGB SR image (whole image, no tiling)."""
+    x = to_tensor(lr).unsqueeze(0).to(device)
+    return to_uint8(net(x)[0])
+
+
+def evaluate(
+    net: RRDBNet,
+    test_root: Path,
+    scale: int,
+    crop_border: int,
+    y_channel: bool,
+    device: torch.device,
+    image_out: Path,
+) -> dict:
+    """Per-image, per-set and average PSNR/SSIM; SR images written to image_out/<set>/<name>.png.
+
+    The average is the mean of the per-set means (every set weighs the same, as in the paper's tables).
+    """
+    sets = sorted(p.name for p in Path(test_root).iterdir() if p.is_dir()) if Path(test_root).is_dir() else []
+    if not sets:
+        raise DataError(f"{test_root}: holds no prepared test sets; run the prepare stage first (dvc repro prepare).")
+    net = net.to(device).eval()
+    results: dict[str, dict] = {}
+    for name in sets:
+        pairs = load_pairs(Path(test_root) / name, scale)
+        (image_out / name).mkdir(parents=True)
+        per_image = {}
+        for stem, lr, hr in tqdm(pairs, desc=f"evaluate {name}", mininterval=2.0):
+            sr = super_resolve(net, lr, device)
+            write_png(image_out / name / f"{stem}.png", sr)
+            per_image[stem] = {
+                "psnr": metrics.psnr(sr, hr, crop_border, y_channel),
+                "ssim": metrics.ssim(sr, hr, crop_border, y_channel),
+            }
+        results[name] = {
+            "n_images": len(per_image),
+            "psnr": float(np.mean([m["psnr"] for m in per_image.values()])),
+            "ssim": float(np.mean([m["ssim"] for m in per_image.values()])),
+            "images": per_image,
+        }
+    total, nonzero = count_params(net)
+    return {
+        "params_total": total,
+        "params_nonzero": nonzero,
+        "protocol": {"y_channel": y_channel, "crop_border": crop_border, "scale": scale},
+        "average": {k: float(np.mean([r[k] for r in results.values()])) for k in ("psnr", "ssim")},
+        "sets": results,
+    }
