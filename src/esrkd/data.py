@@ -34,7 +34,7 @@ def read_image(path: Path) -> np.ndarray:
                 raise DataError(f"{path}: has an alpha channel; save it as RGB (without transparency) and re-run.")
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 raise DataError(f"{path}: is a {mode} (16-bit or float) image; convert it to 8-bit RGB and re-run.")
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except DataError:
         raise
     except (OSError, SyntaxError, ValueError) as err:

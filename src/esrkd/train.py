@@ -2,7 +2,7 @@
 
 One iteration, in order: G step (pixel L1 in the warm start; weighted L1 + perceptual + RaGAN in
 the GAN phase; plus lambda_distill * feature distillation for a student), EMA update, then the D
-step (GAN phase only), then the learning-rate schedule.
+step (GAN phase only), with the learning rate a pure function of the iteration.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def setup(base: config.Base) -> torch.device:
         raise RuntimeError("params.yaml base.device is 'cuda' but no CUDA device is visible; set it to 'auto' or 'cpu'.")
     use_cuda = base.device == "cuda" or (base.device == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if use_cuda else "cpu")
+
+
+def learning_rate(it: int, cfg: config.Train) -> float:
+    """Step decay: the rate halves after each milestone iteration (BasicSR's MultiStepLR, gamma 0.5)."""
+    return cfg.lr * 0.5 ** sum(it > m for m in cfg.lr_milestones)
 
 
 def patch_loader(train_dir: Path, cfg: config.Train, base: config.Base, device: torch.device) -> DataLoader:
@@ -73,13 +78,13 @@ def fit(
         g_params += list(distiller.adapters.parameters())
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
-    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, cfg.lr_milestones, gamma=0.5)
-    sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, cfg.lr_milestones, gamma=0.5)
     ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     layers = distiller.layers if distiller is not None else []
 
     for it, (lr, hr) in enumerate(tqdm(loader, desc=desc, mininterval=2.0), start=1):
         lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
+        for group in (*opt_g.param_groups, *opt_d.param_groups):
+            group["lr"] = learning_rate(it, cfg)
         gan_phase = it > cfg.warmup_iters
         logs: dict[str, torch.Tensor] = {}
 
@@ -112,13 +117,11 @@ def fit(
             opt_d.zero_grad(set_to_none=True)
             logs["l_d"].backward()
             opt_d.step()
-        sched_g.step()
-        sched_d.step()
 
         if it % cfg.log_every == 0 or it == len(loader):
             live.step = it  # dvclive's step is the training iteration
-            live.log_metric("lr", sched_g.get_last_lr()[0])
+            live.log_metric("lr", learning_rate(it, cfg))
             for name, value in logs.items():
-                live.log_metric(f"{'gan' if gan_phase else 'warmup'}/{name}", float(value))
+                live.log_metric(f"{'gan' if gan_phase else 'warmup'}/{name}", float(value.detach()))
             live.next_step()
     return ema.module

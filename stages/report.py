@@ -1,0 +1,22 @@
+"""report: Tables 1-2 (CSV), the full grid, reports/metrics.json, a plot and reports/tables.md."""
+
+import argparse
+from pathlib import Path
+
+from esrkd import config
+from esrkd.cli import run
+from esrkd.report import write_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--metrics", type=Path, required=True, help="folder of per-model metrics JSON files")
+    parser.add_argument("--paper", type=Path, required=True, help="the paper's Tables 1-2 in long CSV form")
+    parser.add_argument("--out", type=Path, required=True, help="the reports folder")
+    args = parser.parse_args()
+    write_report(config.load(), args.metrics, args.paper, args.out)
+    print(f"wrote {args.out / 'tables.md'}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,95 @@
+import pytest
+import yaml
+
+from esrkd import config
+from esrkd.arch import RRDBNet, count_params
+from esrkd.distill import student_args
+
+from .conftest import ROOT
+
+
+def test_demo_and_paper_profiles_validate():
+    demo = config.load(ROOT / "params.yaml")
+    paper = config.load(ROOT / "params.paper.yaml")
+    assert demo.base.profile == "demo" and paper.base.profile == "paper"
+    for p in (demo, paper):
+        assert p.grid.prune == [0.0, 0.3, 0.5, 0.8]
+        assert p.grid.width == [16, 32, 48]
+        assert p.prune == 0.3
+    assert paper.net.num_block == 23 and paper.teacher.patch_size == 128
+
+
+def test_profiles_have_the_same_keys():
+    def keys(d, prefix=""):
+        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) and k != "test" for x in keys(v, f"{prefix}{k}.")}
+
+    demo = yaml.safe_load((ROOT / "params.yaml").read_text())
+    paper = yaml.safe_load((ROOT / "params.paper.yaml").read_text())
+    assert keys(demo) == keys(paper)
+
+
+def test_paper_profile_networks_have_the_papers_parameter_counts():
+    p = config.load(ROOT / "params.paper.yaml")
+    teacher = RRDBNet(p.teacher_arch)
+    assert count_params(teacher)[0] == 16_697_987
+    expected = {16: 6_538_115, 32: 9_588_355, 48: 12_974_979}
+    for width in p.grid.width:
+        assert count_params(RRDBNet(student_args(p.teacher_arch, width)))[0] == expected[width]
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(config.ParamsError) as info:
+        config.parse(raw, "params.yaml")
+    return str(info.value)
+
+
+def test_unknown_key_is_named(demo_params):
+    demo_params["teacher"]["learning_rate"] = 1e-4
+    assert _error(demo_params) == "params.yaml: teacher.learning_rate: unknown key; remove it or check its spelling."
+
+
+def test_wrong_type_is_named(demo_params):
+    demo_params["net"]["num_block"] = "many"
+    msg = _error(demo_params)
+    assert msg.startswith("params.yaml: net.num_block: ") and "integer" in msg and "'many'" in msg
+
+
+def test_missing_key_is_named(demo_params):
+    del demo_params["distill"]["feature_loss"]
+    assert _error(demo_params) == "params.yaml: distill.feature_loss: missing; add it."
+
+
+def test_out_of_range_is_named(demo_params):
+    demo_params["teacher"]["batch_size"] = 0
+    assert _error(demo_params).startswith("params.yaml: teacher.batch_size: Input should be greater than 0")
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda d: d.update(prune=0.4), "prune: 0.4 is not one of grid.prune"),
+        (lambda d: d["grid"].update(prune=[0.0, 1.0]), "grid.prune: ratio 1.0 is outside [0, 1)"),
+        (lambda d: d["grid"].update(width=[16, 64]), "grid.width: width 64 must be > 0 and < net.num_feat (64)"),
+        (lambda d: d["grid"].update(width=[0]), "grid.width: width 0 must be > 0"),
+        (lambda d: d["teacher"].update(patch_size=40), "teacher.patch_size: 40 must be a multiple of 32"),
+        (lambda d: d["distill"].update(layers=[0, 5]), "distill.layers: [5] are not RRDB blocks 0..1"),
+        (lambda d: d["data"]["test"].update({"../x": ["skimage:coffee"]}), "data.test.../x.[key]"),
+    ],
+)
+def test_cross_field_checks(demo_params, change, expected):
+    change(demo_params)
+    assert expected in _error(demo_params)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(config.ParamsError, match="no such params file"):
+        config.load(tmp_path / "params.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("base: [unclosed\n")
+    with pytest.raises(config.ParamsError, match="not valid YAML"):
+        config.load(bad)
+
+
+def test_scientific_notation_without_dot_is_a_float(demo_params):
+    demo_params["teacher"]["lr"] = "1e-4"  # what PyYAML makes of `lr: 1e-4`
+    assert config.parse(demo_params).teacher.lr == 1e-4

@@ -1,0 +1,118 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from esrkd.data import (DataError, PatchDataset, bicubic_downscale, crop_to_scale, load_pairs, prepare_set,
+                        read_image, write_png)
+
+
+def _matlab_weights(in_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB imresize's `contributions` for a cubic kernel with antialiasing (scale < 1), written from
+    its documented algorithm: output x maps to u = x/scale + 0.5(1 - 1/scale), the kernel is
+    scale*cubic(scale*d) over a width of 4/scale, weights normalised, out-of-range indices mirrored."""
+
+    def cubic(x):
+        a = np.abs(x)
+        return ((1.5 * a**3 - 2.5 * a**2 + 1) * (a <= 1)
+                + (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2) * ((a > 1) & (a <= 2)))
+
+    out_len = math.ceil(in_len * scale)
+    width = 4 / scale
+    x = np.arange(1, out_len + 1)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    taps = int(math.ceil(width)) + 2
+    idx = left[:, None] + np.arange(taps)[None, :]
+    w = scale * cubic(scale * (u[:, None] - idx))
+    w /= w.sum(axis=1, keepdims=True)
+    mirrored = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])
+    idx = mirrored[np.mod(idx - 1, 2 * in_len).astype(int)]
+    return w, idx
+
+
+def _matlab_imresize(img: np.ndarray, scale: float) -> np.ndarray:
+    out = img.astype(np.float64)
+    wr, ir = _matlab_weights(out.shape[0], scale)
+    out = np.einsum("ok,okwc->owc", wr, out[ir])
+    wc, ic = _matlab_weights(out.shape[1], scale)
+    out = np.einsum("ok,hokc->hoc", wc, out[:, ic])
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bicubic_matches_matlabs_documented_algorithm(seed):
+    rng = np.random.default_rng(seed)
+    smooth = np.kron(rng.integers(0, 256, (12, 10, 3)), np.ones((8, 8, 1)))  # blocks: real edges
+    hr = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+    ours, ref = bicubic_downscale(hr, 4).astype(int), _matlab_imresize(hr, 0.25).astype(int)
+    assert ours.shape == (24, 20, 3)
+    assert np.abs(ours - ref).max() <= 1  # only rounding ties may differ
+    assert (ours == ref).mean() > 0.995
+
+
+def test_bicubic_keeps_a_constant_image_and_refuses_bad_sizes():
+    assert (bicubic_downscale(np.full((16, 12, 3), 77, np.uint8), 4) == 77).all()
+    with pytest.raises(DataError, match="not divisible by scale 4"):
+        bicubic_downscale(np.zeros((10, 12, 3), np.uint8), 4)
+
+
+def test_crop_to_scale():
+    assert crop_to_scale(np.zeros((103, 98, 3)), 4).shape == (100, 96, 3)
+
+
+def test_prepare_set_writes_aligned_pairs(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    write_png(src / "a.png", rng.integers(0, 256, (50, 66, 3), dtype=np.uint8))
+    write_png(src / "b.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    n = prepare_set([str(src), "skimage:chelsea"], 4, tmp_path / "out")
+    assert n == 3
+    pairs = {name: (lr, hr) for name, lr, hr in load_pairs(tmp_path / "out", 4)}
+    assert pairs["a"][1].shape == (48, 64, 3) and pairs["a"][0].shape == (12, 16, 3)
+    assert pairs["chelsea"][1].shape == (300, 448, 3)
+    assert (pairs["a"][0] == bicubic_downscale(pairs["a"][1], 4)).all()
+
+
+def test_patch_dataset_is_aligned_and_deterministic():
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    hr = np.kron(lr, np.ones((4, 4, 1), np.uint8))  # each LR pixel a 4x4 HR block: alignment is checkable exactly
+    ds = PatchDataset([("x", lr, hr)], scale=4, hr_patch=32, num_samples=20, seed=3)
+    for k in range(20):
+        lr_t, hr_t = ds[k]
+        assert lr_t.shape == (3, 8, 8) and hr_t.shape == (3, 32, 32)
+        assert torch.equal(lr_t, hr_t[:, ::4, ::4])
+    again = PatchDataset([("x", lr, hr)], scale=4, hr_patch=32, num_samples=20, seed=3)
+    assert all(torch.equal(ds[k][1], again[k][1]) for k in range(20))
+    assert not torch.equal(ds[0][1], ds[1][1])
+
+
+def test_patch_dataset_refuses_images_smaller_than_the_patch():
+    small = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(DataError, match=r"\['tiny'\] are smaller than the 32-pixel HR patch"):
+        PatchDataset([("tiny", small[::4, ::4], small)], scale=4, hr_patch=32, num_samples=1, seed=0)
+
+
+def test_read_image_errors_name_the_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match="broken.png: cannot be read as an image"):
+        read_image(bad)
+    from PIL import Image
+
+    Image.new("RGBA", (8, 8)).save(tmp_path / "alpha.png")
+    with pytest.raises(DataError, match="alpha.png: has an alpha channel"):
+        read_image(tmp_path / "alpha.png")
+    Image.new("L", (8, 8), 9).save(tmp_path / "gray.png")
+    assert read_image(tmp_path / "gray.png").shape == (8, 8, 3)
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        prepare_set([str(tmp_path / "nope")], 4, tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        prepare_set([str(tmp_path / "empty")], 4, tmp_path / "out2")

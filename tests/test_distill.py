@@ -1,0 +1,88 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from dvclive import Live
+
+from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
+from esrkd.distill import Distiller, student_args
+from esrkd.losses import feature_distillation_loss, ragan_loss
+from esrkd.prune import prune_global_l1
+from esrkd.train import fit, learning_rate
+from esrkd import config
+
+
+def _teacher():
+    torch.manual_seed(0)
+    return RRDBNet(RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4))
+
+
+def test_distillation_loss_is_zero_when_student_features_equal_the_adapted_teachers():
+    torch.manual_seed(0)
+    s = [torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)]
+    adapters = torch.nn.ModuleList(torch.nn.Conv2d(4, 8, 1) for _ in s)
+    t = [f(x).detach() for f, x in zip(adapters, s)]
+    assert feature_distillation_loss(s, t, adapters).item() == 0.0
+    assert feature_distillation_loss(s, t, adapters, kind="l2").item() == 0.0
+    t_off = [x + 1.0 for x in t]  # every element off by one: mse 1 per layer, l2 sqrt(8*5*5) per sample
+    assert feature_distillation_loss(s, t_off, adapters).item() == pytest.approx(2.0)
+    assert feature_distillation_loss(s, t_off, adapters, kind="l2").item() == pytest.approx(2 * math.sqrt(200))
+
+
+def test_distillation_gradient_reaches_adapters_and_student_but_not_teacher():
+    teacher = _teacher()
+    prune_global_l1(teacher, 0.5)
+    student = RRDBNet(student_args(teacher.args, 4))
+    distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
+    lr = torch.rand(2, 3, 6, 6)
+    _, feats = student.forward_features(lr, distiller.layers)
+    distiller(lr, feats).backward()
+    assert all(a.weight.grad is not None and a.weight.grad.abs().sum() > 0 for a in distiller.adapters)
+    assert student.conv_first.weight.grad.abs().sum() > 0
+    assert student.body[1].rdb3.conv5.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_student_args_keep_depth_and_growth():
+    s = student_args(RRDBArgs(num_feat=64, num_block=23, num_grow_ch=32), 16)
+    assert (s.num_feat, s.num_block, s.num_grow_ch) == (16, 23, 32)
+    with pytest.raises(ValueError, match="width 64 must be > 0 and < the teacher's 64"):
+        student_args(RRDBArgs(), 64)
+
+
+def test_ragan_loss_values():
+    same = torch.zeros(4, 1)
+    assert ragan_loss(same, same).item() == pytest.approx(math.log(2))
+    # a judged 1 above b on average, b 1 below a: both terms are BCE(2, target) = log(1 + e^-2)
+    apart = ragan_loss(torch.full((4, 1), 1.0), torch.full((4, 1), -1.0))
+    assert apart.item() == pytest.approx(math.log1p(math.exp(-2)), rel=1e-6)
+    assert ragan_loss(torch.full((4, 1), -1.0), torch.full((4, 1), 1.0)).item() == pytest.approx(math.log1p(math.exp(2)), rel=1e-6)
+
+
+def test_learning_rate_halves_after_each_milestone(demo_params):
+    demo_params["teacher"].update(lr=1e-3, lr_milestones=[10, 20])
+    cfg = config.parse(demo_params).teacher
+    assert [learning_rate(i, cfg) for i in (1, 10, 11, 20, 21)] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
+
+
+def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_params, tmp_path):
+    demo_params["distill"].update(warmup_iters=2, gan_iters=2, batch_size=2, log_every=1)
+    cfg = config.parse(demo_params).distill
+    teacher = _teacher()
+    prune_global_l1(teacher, 0.5)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    torch.manual_seed(0)
+    student = RRDBNet(student_args(teacher.args, 4))
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+    D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
+    distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
+    batches = [(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)) for _ in range(4)]
+    with Live(str(tmp_path / "log"), dvcyaml=None, save_dvc_exp=False) as live:
+        ema = fit(student, D, batches, cfg, torch.device("cpu"), live, distiller=distiller)
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: pruned zeros stay zero
+    assert not torch.equal(start["conv_first.weight"], student.state_dict()["conv_first.weight"])
+    assert not torch.equal(ema.state_dict()["conv_first.weight"], student.state_dict()["conv_first.weight"])
+    logged = np.loadtxt(tmp_path / "log/plots/metrics/gan/l_distill.tsv", skiprows=1)
+    assert logged[:, 0].tolist() == [3, 4]  # dvclive step = iteration; GAN phase from iteration 3

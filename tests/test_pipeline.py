@@ -1,0 +1,91 @@
+"""End to end: the whole DAG with `dvc repro` on a tiny configuration in a temporary git repo."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def _tiny_params(demo: dict) -> dict:
+    p = demo
+    p["base"]["profile"] = "test"
+    p["grid"] = {"prune": [0.3, 0.5], "width": [4]}
+    p["data"]["train"] = ["skimage:astronaut"]
+    p["data"]["test"] = {"tiny": ["skimage:chelsea"]}
+    p["net"] = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "d_num_feat": 4}
+    for block in ("teacher", "distill"):
+        p[block].update(batch_size=2, warmup_iters=3, gan_iters=2, log_every=1)
+    return p
+
+
+def _run(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def _ran(log: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", log)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for item in ("dvc.yaml", "stages", "src", "data/raw/README.md", "data/paper_tables.csv"):
+        src, dst = ROOT / item, repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")) if src.is_dir() else shutil.copy(src, dst)
+    demo = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(_tiny_params(demo), sort_keys=False))
+    _run(repo, "git", "init", "-q")
+    _run(repo, "git", "config", "user.name", "esrkd test")
+    _run(repo, "git", "config", "user.email", "test@esrkd.invalid")
+    _run(repo, "dvc", "init", "-q")
+    _run(repo, "dvc", "config", "core.autostage", "true")
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "tiny")
+    return repo
+
+
+def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
+    log = _run(repo, "dvc", "repro")
+    expected = {"prepare", "teacher", "prune@0.3", "prune@0.5", "distill@0.3-4", "distill@0.5-4",
+                "evaluate_teacher@0.3", "evaluate_teacher@0.5", "evaluate_student@0.3-4",
+                "evaluate_student@0.5-4", "report"}
+    assert set(_ran(log)) == expected and len(_ran(log)) == len(expected)
+
+    md = (repo / "reports/tables.md").read_text()
+    assert "Profile: **test**" in md and "tiny (1 images)" in md
+    t2 = pd.read_csv(repo / "reports/table2.csv")
+    assert t2.model.tolist() == ["Teacher", "Student_4"] and (t2.teacher_prune == 0.3).all()
+    assert ((t2.psnr > 10) & (t2.psnr < 40)).all()
+    for model in ("teacher-0.3", "teacher-0.5", "student-0.3-4", "student-0.5-4"):
+        m = json.loads((repo / f"metrics/{model}.json").read_text())
+        assert m["sets"]["tiny"]["n_images"] == 1 and m["protocol"]["crop_border"] == 4
+        assert (repo / f"results/{model}/tiny/chelsea.png").is_file()
+    pruned = json.loads((repo / "models/pruned/0.5/prune.json").read_text())
+    assert pruned["zero_weights"] == round(0.5 * pruned["prunable_weights"])
+    assert not list(repo.rglob(".*.tmp-*"))  # nothing half-written left behind
+
+    assert _ran(_run(repo, "dvc", "repro")) == []
+
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "baseline results")
+    log = _run(repo, "dvc", "exp", "run", "-S", "prune=0.5")
+    assert _ran(log) == ["report"]
+    t2 = pd.read_csv(repo / "reports/table2.csv")
+    assert (t2.teacher_prune == 0.5).all()
+    diff = _run(repo, "dvc", "metrics", "diff")
+    assert re.search(r"table2\.teacher\.teacher_prune\s+0\.3\s+0\.5", diff), diff

@@ -1,0 +1,58 @@
+import json
+
+import pandas as pd
+
+from esrkd import config
+from esrkd.report import write_report
+
+from .conftest import ROOT
+
+
+def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero):
+    meta = {"role": role, "prune": prune, "perceptual": "unavailable: test"}
+    if role == "student":
+        meta["width"] = width
+    body = {
+        "model": meta,
+        "params_total": 2 * nonzero,
+        "params_nonzero": nonzero,
+        "protocol": {"y_channel": True, "crop_border": 4, "scale": 4},
+        "average": {"psnr": (psnr + psnr + 1) / 2, "ssim": ssim},
+        "sets": {
+            "A": {"n_images": 2, "psnr": psnr, "ssim": ssim, "images": {}},
+            "B": {"n_images": 1, "psnr": psnr + 1, "ssim": ssim, "images": {}},
+        },
+    }
+    name = f"{role}-{prune}" + (f"-{width}" if role == "student" else "")
+    (folder / f"{name}.json").write_text(json.dumps(body))
+
+
+def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    for i, prune in enumerate([0.0, 0.3]):
+        _metrics_file(metrics, "teacher", prune, None, 24.0 + i, 0.70, 1_000_000)
+        for width in (16, 32):
+            _metrics_file(metrics, "student", prune, width, 25.0 + i + width / 100, 0.75, width * 10_000)
+    demo_params["grid"].update(prune=[0.0, 0.3], width=[16, 32])
+    p = config.parse(demo_params)
+    out = tmp_path / "reports"
+    metrics_json = write_report(p, metrics, ROOT / "data" / "paper_tables.csv", out)
+
+    t2 = pd.read_csv(out / "table2.csv")
+    assert t2.model.tolist() == ["Teacher", "Student_16", "Student_32"]
+    assert t2.psnr.tolist() == [25.5, 26.66, 26.82]  # mean of sets A and B
+    assert t2.psnr_paper.tolist() == [24.87, 25.98, 25.97]
+    assert t2.params_m.tolist() == [1.0, 0.16, 0.32]
+    t1 = pd.read_csv(out / "table1.csv")
+    assert t1.teacher_prune.tolist() == [0.0, 0.3] and t1.ssim_paper.tolist() == [0.78, 0.78]
+    assert len(pd.read_csv(out / "grid.csv")) == 6 * 3  # 6 models x (2 sets + Average)
+    assert metrics_json["table2"]["student_16"]["psnr"] == 26.66
+    assert json.loads((out / "metrics.json").read_text()) == metrics_json
+    assert set(metrics_json["table1"]) == {"prune00", "prune30"}
+
+    md = (out / "tables.md").read_text()
+    assert "Profile: **demo**" in md and "does not reproduce the paper" in md
+    assert "| Student_16 | 0.16 | 26.66 (25.98, +0.68) |" in md
+    assert "A (2 images), B (1 images)" in md and "4 pixels cropped" in md
+    assert (out / "quality_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
