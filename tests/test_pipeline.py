@@ -70,7 +70,7 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     assert "Profile: **test**" in md and "tiny (1 images)" in md
     t2 = pd.read_csv(repo / "reports/table2.csv")
     assert t2.model.tolist() == ["Teacher", "Student_4"] and (t2.teacher_prune == 0.3).all()
-    assert ((t2.psnr > 10) & (t2.psnr < 40)).all()
+    assert ((t2.psnr > 5) & (t2.psnr < 40)).all()  # five iterations of a tiny net: scored, not good
     for model in ("teacher-0.3", "teacher-0.5", "student-0.3-4", "student-0.5-4"):
         m = json.loads((repo / f"metrics/{model}.json").read_text())
         assert m["sets"]["tiny"]["n_images"] == 1 and m["protocol"]["crop_border"] == 4

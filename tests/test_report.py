@@ -40,7 +40,7 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
     metrics_json = write_report(p, metrics, ROOT / "data" / "paper_tables.csv", out)
 
     t2 = pd.read_csv(out / "table2.csv")
-    assert t2.model.tolist() == ["Teacher", "Student_16", "Student_32"]
+    assert t2.model.tolist() == ["Teacher", "Student_16", "Student_32"]  # teacher first, as in the paper
     assert t2.psnr.tolist() == [25.5, 26.66, 26.82]  # mean of sets A and B
     assert t2.psnr_paper.tolist() == [24.87, 25.98, 25.97]
     assert t2.params_m.tolist() == [1.0, 0.16, 0.32]
@@ -53,6 +53,6 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
 
     md = (out / "tables.md").read_text()
     assert "Profile: **demo**" in md and "does not reproduce the paper" in md
-    assert "| Student_16 | 0.16 | 26.66 (25.98, +0.68) |" in md
+    assert "| Student_16 |         0.16 | 26.66 (25.98, +0.68) | 0.7500 (0.7800, -0.0300) |" in md
     assert "A (2 images), B (1 images)" in md and "4 pixels cropped" in md
     assert (out / "quality_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -41,7 +41,7 @@ def load_results(metrics_dir: Path) -> pd.DataFrame:
         for name, s in m["sets"].items():
             rows.append({**base, "dataset": name, "n_images": s["n_images"], **{k: s[k] for k in METRICS}})
         rows.append({**base, "dataset": "Average", "n_images": sum(s["n_images"] for s in m["sets"].values()), **{k: m["average"][k] for k in METRICS}})
-    return pd.DataFrame(rows).sort_values(["teacher_prune", "role", "width", "dataset"], ignore_index=True)
+    return pd.DataFrame(rows).sort_values(["teacher_prune", "width", "dataset"], ignore_index=True)
 
 
 def load_paper(path: Path) -> pd.DataFrame:
