@@ -4,9 +4,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-from dvclive import Live
-
 from esrkd import config
 from esrkd.arch import RRDBNet
 from esrkd.checkpoint import load_discriminator, load_generator, save, save_discriminator, save_generator
@@ -14,7 +11,7 @@ from esrkd.cli import run
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import load_perceptual_loss
 from esrkd.outputs import atomic_dir
-from esrkd.train import fit, patch_loader, setup
+from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_history
 
 
 def main() -> None:
@@ -26,30 +23,33 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for net_g.pth, net_d.pth, adapters.pth, log/")
     args = parser.parse_args()
     p = config.load()
+    cfg = p.distill
     device = setup(p.base)
     teacher, teacher_meta = load_generator(args.teacher)
     D = load_discriminator(args.disc)
     G = RRDBNet(student_args(teacher.args, args.width))
-    cfg = p.distill
     distiller = Distiller(teacher, args.width, p.distill_layers, cfg.distill_weight, cfg.feature_loss) if cfg.distill_weight > 0 else None
     perceptual, status = load_perceptual_loss() if cfg.perceptual_weight > 0 else (None, "off (perceptual_weight is 0)")
     print(f"distill: perceptual loss {status}", file=sys.stderr)
-    loader = patch_loader(args.data, cfg, p.base, device)
+    state = resume_file(args.out)
+    run_id = fingerprint(p.base, cfg, args.width, p.distill_layers, status, files_digest(args.teacher, args.disc, args.data))
+    result = fit(G, D, patch_dataset(args.data, cfg, p.base), cfg, device, perceptual, distiller,
+                 desc=f"distill {args.width}", state_file=state, fingerprint=run_id)
+    meta = {
+        **teacher_meta,
+        "role": "student",
+        "width": args.width,
+        "distill_iters": {"warmup": cfg.warmup_iters, "gan": cfg.gan_iters},
+        "distill": {"weight": cfg.distill_weight, "layers": p.distill_layers, "feature_loss": cfg.feature_loss},
+        "perceptual": status,
+    }
     with atomic_dir(args.out) as tmp:
-        with Live(str(tmp / "log"), dvcyaml=None, save_dvc_exp=False) as live:
-            ema = fit(G, D, loader, cfg, device, live, perceptual, distiller, desc=f"distill {args.width}")
-        meta = {
-            **teacher_meta,
-            "role": "student",
-            "width": args.width,
-            "distill_iters": {"warmup": cfg.warmup_iters, "gan": cfg.gan_iters},
-            "distill": {"weight": cfg.distill_weight, "layers": p.distill_layers, "feature_loss": cfg.feature_loss},
-            "perceptual": status,
-        }
-        save_generator(tmp / "net_g.pth", G, ema, meta)
+        write_history(tmp / "log", result.history)
+        save_generator(tmp / "net_g.pth", G, result.ema, meta)
         save_discriminator(tmp / "net_d.pth", D)
         if distiller is not None:
             save(tmp / "adapters.pth", params=distiller.adapters.state_dict(), layers=p.distill_layers)
+    state.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

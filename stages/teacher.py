@@ -4,15 +4,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from dvclive import Live
-
 from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.checkpoint import save_discriminator, save_generator
 from esrkd.cli import run
 from esrkd.losses import load_perceptual_loss
 from esrkd.outputs import atomic_dir
-from esrkd.train import fit, patch_loader, setup
+from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_history
 
 
 def main() -> None:
@@ -25,17 +23,17 @@ def main() -> None:
     G, D = RRDBNet(p.teacher_arch), VGGStyleDiscriminator(p.disc_arch)
     perceptual, status = load_perceptual_loss() if p.teacher.perceptual_weight > 0 else (None, "off (perceptual_weight is 0)")
     print(f"teacher: perceptual loss {status}", file=sys.stderr)
-    loader = patch_loader(args.data, p.teacher, p.base, device)
+    state = resume_file(args.out)
+    run_id = fingerprint(p.base, p.net, p.teacher, status, files_digest(args.data))
+    result = fit(G, D, patch_dataset(args.data, p.teacher, p.base), p.teacher, device, perceptual,
+                 desc="teacher", state_file=state, fingerprint=run_id)
+    meta = {"role": "teacher", "teacher_iters": {"warmup": p.teacher.warmup_iters, "gan": p.teacher.gan_iters},
+            "perceptual": status}
     with atomic_dir(args.out) as tmp:
-        with Live(str(tmp / "log"), dvcyaml=None, save_dvc_exp=False) as live:
-            ema = fit(G, D, loader, p.teacher, device, live, perceptual, desc="teacher")
-        meta = {
-            "role": "teacher",
-            "teacher_iters": {"warmup": p.teacher.warmup_iters, "gan": p.teacher.gan_iters},
-            "perceptual": status,
-        }
-        save_generator(tmp / "net_g.pth", G, ema, meta)
+        write_history(tmp / "log", result.history)
+        save_generator(tmp / "net_g.pth", G, result.ema, meta)
         save_discriminator(tmp / "net_d.pth", D)
+    state.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from dvclive import Live
 
 from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import feature_distillation_loss, ragan_loss
 from esrkd.prune import prune_global_l1
-from esrkd.train import fit, learning_rate
+from esrkd.data import PatchDataset
+from esrkd.train import fit, learning_rate, write_history
 from esrkd import config
 
 
@@ -77,12 +77,16 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
     start = {k: v.clone() for k, v in student.state_dict().items()}
     D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
     distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
-    batches = [(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)) for _ in range(4)]
-    with Live(str(tmp_path / "log"), dvcyaml=None, save_dvc_exp=False) as live:
-        ema = fit(student, D, batches, cfg, torch.device("cpu"), live, distiller=distiller)
+    hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=8, seed=0)
+    result = fit(student, D, data, cfg, torch.device("cpu"), distiller=distiller)
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: pruned zeros stay zero
     assert not torch.equal(start["conv_first.weight"], student.state_dict()["conv_first.weight"])
-    assert not torch.equal(ema.state_dict()["conv_first.weight"], student.state_dict()["conv_first.weight"])
+    assert not torch.equal(result.ema.state_dict()["conv_first.weight"], student.state_dict()["conv_first.weight"])
+    assert [it for it, _ in result.history] == [1, 2, 3, 4]
+    assert "warmup/l_distill" in result.history[0][1] and "gan/l_d" in result.history[2][1]
+    write_history(tmp_path / "log", result.history)
     logged = np.loadtxt(tmp_path / "log/plots/metrics/gan/l_distill.tsv", skiprows=1)
     assert logged[:, 0].tolist() == [3, 4]  # dvclive step = iteration; GAN phase from iteration 3
+    assert logged[:, 1].tolist() == pytest.approx([row["gan/l_distill"] for _, row in result.history[2:]])

@@ -12,21 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import ROOT
+from .conftest import ROOT, tiny
 
 BIN = Path(sys.executable).parent
-
-
-def _tiny_params(demo: dict) -> dict:
-    p = demo
-    p["base"]["profile"] = "test"
-    p["grid"] = {"prune": [0.3, 0.5], "width": [4]}
-    p["data"]["train"] = ["skimage:astronaut"]
-    p["data"]["test"] = {"tiny": ["skimage:chelsea"]}
-    p["net"] = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "d_num_feat": 4}
-    for block in ("teacher", "distill"):
-        p[block].update(batch_size=2, warmup_iters=3, gan_iters=2, log_every=1)
-    return p
 
 
 def _run(repo: Path, *args: str) -> str:
@@ -47,8 +35,7 @@ def repo(tmp_path_factory) -> Path:
         src, dst = ROOT / item, repo / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")) if src.is_dir() else shutil.copy(src, dst)
-    demo = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(_tiny_params(demo), sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny(), sort_keys=False))
     _run(repo, "git", "init", "-q")
     _run(repo, "git", "config", "user.name", "esrkd test")
     _run(repo, "git", "config", "user.email", "test@esrkd.invalid")

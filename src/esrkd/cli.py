@@ -2,6 +2,7 @@
 
     esrkd check [PARAMS]                      validate a params file (default params.yaml)
     esrkd upscale WEIGHTS INPUT OUTPUT        super-resolve an image or a folder of images
+    esrkd download {div2k,benchmark}          fetch the paper profile's data into data/raw
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 from esrkd.checkpoint import CheckpointError
 from esrkd.config import ParamsError
 from esrkd.data import DataError
+from esrkd.download import DownloadError
 
-USER_ERRORS = (ParamsError, DataError, CheckpointError)
+USER_ERRORS = (ParamsError, DataError, CheckpointError, DownloadError)
 
 
 def run(main: Callable[[], None]) -> None:
@@ -53,6 +55,19 @@ def _upscale(args: argparse.Namespace) -> None:
         print(target)
 
 
+def _download(args: argparse.Namespace) -> None:
+    from esrkd.download import SR_BENCHMARK, fetch_and_extract, fetch_div2k
+
+    # Archives stay outside data/raw so that DVC does not hash gigabytes of zips as a prepare input.
+    checksums = args.raw / "checksums.json"
+    if args.what == "div2k":
+        folders = list(fetch_div2k(args.raw, checksums, download_dir=args.archives).values())
+    else:
+        folders = [fetch_and_extract(SR_BENCHMARK, args.raw / "benchmark", args.archives, checksums)]
+    for folder in folders:
+        print(folder)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="esrkd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(required=True)
@@ -64,5 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("input", type=Path, help="an image or a folder of images")
     up.add_argument("output", type=Path, help="the output PNG (for an image) or folder (for a folder)")
     up.set_defaults(func=_upscale)
+    down = sub.add_parser("download", help="fetch DIV2K (train + valid HR) or the SR benchmark sets, verified and resumable")
+    down.add_argument("what", choices=["div2k", "benchmark"])
+    down.add_argument("--raw", type=Path, default=Path("data/raw"), help="where the extracted folders go")
+    down.add_argument("--archives", type=Path, default=Path("data/downloads"), help="where the archives are kept")
+    down.set_defaults(func=_download)
     args = parser.parse_args(argv)
     run(lambda: args.func(args))

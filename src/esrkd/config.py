@@ -68,7 +68,8 @@ class Train(_Block):
     perceptual_weight: float = Field(ge=0)  # VGG19 conv5_4 loss; skipped, and said so, without weights
     gan_weight: float = Field(ge=0)  # relativistic average GAN loss weight
     ema_decay: float = Field(ge=0, lt=1)  # EMA of G's weights; the EMA is what stages hand on
-    log_every: int = Field(gt=0)  # iterations between dvclive log steps
+    log_every: int = Field(gt=0)  # iterations between logged loss values (dvclive)
+    checkpoint_every: int = Field(gt=0)  # iterations between resumable checkpoints (checkpoints/)
 
 
 class Distill(Train):

@@ -2,19 +2,25 @@
 
 One iteration, in order: G step (pixel L1 in the warm start; weighted L1 + perceptual + RaGAN in
 the GAN phase; plus lambda_distill * feature distillation for a student), EMA update, then the D
-step (GAN phase only), with the learning rate a pure function of the iteration.
+step (GAN phase only), with the learning rate a pure function of the iteration. Training state is
+checkpointed so that a killed run continues where it stopped, with bitwise-identical results.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
+from dvclive import Live
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from esrkd import config
@@ -22,6 +28,7 @@ from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset, load_pairs
 from esrkd.distill import Distiller
 from esrkd.losses import PerceptualLoss, ragan_loss
+from esrkd.outputs import atomic_file
 
 
 def setup(base: config.Base) -> torch.device:
@@ -42,32 +49,77 @@ def learning_rate(it: int, cfg: config.Train) -> float:
     return cfg.lr * 0.5 ** sum(it > m for m in cfg.lr_milestones)
 
 
-def patch_loader(train_dir: Path, cfg: config.Train, base: config.Base, device: torch.device) -> DataLoader:
-    """The stream of (LR, HR) training batches, warmup_iters + gan_iters batches long."""
+def patch_dataset(train_dir: Path, cfg: config.Train, base: config.Base) -> PatchDataset:
+    """The (LR, HR) patches of a whole run: (warmup_iters + gan_iters) x batch_size samples."""
     iters = cfg.warmup_iters + cfg.gan_iters
-    dataset = PatchDataset(load_pairs(train_dir, base.scale), base.scale, cfg.patch_size, iters * cfg.batch_size, base.seed)
-    return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=False,  # randomness lives in the dataset, keyed by sample index
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-    )
+    return PatchDataset(load_pairs(train_dir, base.scale), base.scale, cfg.patch_size, iters * cfg.batch_size, base.seed)
+
+
+def _batches(data: PatchDataset, cfg: config.Train, device: torch.device, start_iter: int) -> DataLoader:
+    # Sample k is a pure function of k, so resuming at iteration i only means starting at sample i*batch.
+    todo = Subset(data, range(start_iter * cfg.batch_size, len(data)))
+    return DataLoader(todo, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+                      pin_memory=device.type == "cuda", drop_last=True)
+
+
+def resume_file(out: Path) -> Path:
+    """Where a training stage writing `out` keeps its in-progress state: outside every DVC out."""
+    return Path("checkpoints") / (Path(out).as_posix().strip("/").replace("/", "__") + ".pt")
+
+
+def fingerprint(*parts: object) -> str:
+    """A digest of everything a run depends on, so that a checkpoint of another run is never resumed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def files_digest(*paths: Path) -> list:
+    """Content hashes of files (weights), names and sizes of the files in folders (data)."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_file():
+            out.append((str(p), hashlib.sha256(p.read_bytes()).hexdigest()))
+        else:
+            out.extend((str(f), f.stat().st_size) for f in sorted(p.rglob("*")) if f.is_file())
+    return out
+
+
+@dataclass
+class Fit:
+    ema: RRDBNet  # the EMA of G: what later stages use
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (iteration, logged losses)
+    resumed_from: int = 0
+
+
+def _rng_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def fit(
     G: RRDBNet,
     D: VGGStyleDiscriminator,
-    loader: DataLoader,
+    data: PatchDataset,
     cfg: config.Train,
     device: torch.device,
-    live,
     perceptual: PerceptualLoss | None = None,
     distiller: Distiller | None = None,
     desc: str = "train",
-) -> RRDBNet:
-    """Train G (and D in the GAN phase) in place; return the EMA of G."""
+    state_file: Path | None = None,
+    fingerprint: str = "",
+) -> Fit:
+    """Train G (and D in the GAN phase) in place; return G's EMA and the logged losses.
+
+    With `state_file`, everything the run depends on is saved there every cfg.checkpoint_every
+    iterations (atomically), and a later call with the same `fingerprint` continues from it.
+    """
     G.to(device).train()
     D.to(device).train()
     if perceptual is not None:
@@ -80,8 +132,26 @@ def fit(
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
     ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     layers = distiller.layers if distiller is not None else []
+    modules = {"G": G, "D": D, "ema": ema, "opt_g": opt_g, "opt_d": opt_d}
+    if distiller is not None:
+        modules["adapters"] = distiller.adapters
+    result = Fit(ema.module)
 
-    for it, (lr, hr) in enumerate(tqdm(loader, desc=desc, mininterval=2.0), start=1):
+    if state_file is not None and state_file.is_file():
+        state = torch.load(state_file, map_location=device, weights_only=False)
+        if state["fingerprint"] == fingerprint:
+            for name, module in modules.items():
+                module.load_state_dict(state[name])
+            result.history, result.resumed_from = state["history"], state["iteration"]
+            _set_rng_states(state["rng"])
+            print(f"{desc}: resuming at iteration {state['iteration']} from {state_file}", file=sys.stderr)
+        else:
+            print(f"{desc}: ignoring {state_file}: it was written with other params or inputs", file=sys.stderr)
+
+    total = cfg.warmup_iters + cfg.gan_iters
+    batches = _batches(data, cfg, device, result.resumed_from)
+    bar = tqdm(batches, desc=desc, initial=result.resumed_from, total=total, mininterval=2.0)
+    for it, (lr, hr) in enumerate(bar, start=result.resumed_from + 1):
         lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
         for group in (*opt_g.param_groups, *opt_d.param_groups):
             group["lr"] = learning_rate(it, cfg)
@@ -118,10 +188,24 @@ def fit(
             logs["l_d"].backward()
             opt_d.step()
 
-        if it % cfg.log_every == 0 or it == len(loader):
-            live.step = it  # dvclive's step is the training iteration
-            live.log_metric("lr", learning_rate(it, cfg))
-            for name, value in logs.items():
-                live.log_metric(f"{'gan' if gan_phase else 'warmup'}/{name}", float(value.detach()))
+        if it % cfg.log_every == 0 or it == total:
+            phase = "gan" if gan_phase else "warmup"
+            row = {f"{phase}/{k}": float(v.detach()) for k, v in logs.items()} | {"lr": learning_rate(it, cfg)}
+            result.history.append((it, row))
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k})
+        if state_file is not None and it % cfg.checkpoint_every == 0 and it < total:
+            state = {name: module.state_dict() for name, module in modules.items()}
+            state.update(iteration=it, history=result.history, rng=_rng_states(), fingerprint=fingerprint)
+            with atomic_file(state_file) as tmp:
+                torch.save(state, tmp)
+    return result
+
+
+def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) -> None:
+    """The logged losses as dvclive metrics (step = training iteration), for `dvc plots`."""
+    with Live(str(log_dir), dvcyaml=None, save_dvc_exp=False) as live:
+        for it, row in history:
+            live.step = it
+            for name, value in row.items():
+                live.log_metric(name, value)
             live.next_step()
-    return ema.module
