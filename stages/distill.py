@@ -7,7 +7,7 @@ from pathlib import Path
 from esrkd import config
 from esrkd.arch import RRDBNet
 from esrkd.checkpoint import load_discriminator, load_generator, save, save_discriminator, save_generator
-from esrkd.cli import run
+from esrkd.cli import positive_int, run
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import load_perceptual_loss
 from esrkd.outputs import atomic_dir
@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, required=True, help="the pruned teacher's net_g.pth")
     parser.add_argument("--disc", type=Path, required=True, help="the teacher's net_d.pth (the student's D starts from it)")
     parser.add_argument("--data", type=Path, required=True, help="prepared training set (HR/, LR/)")
-    parser.add_argument("--width", type=int, required=True, help="the student's feature width")
+    parser.add_argument("--width", type=positive_int, required=True, help="the student's feature width")
     parser.add_argument("--out", type=Path, required=True, help="folder for net_g.pth, net_d.pth, adapters.pth, log/")
     args = parser.parse_args()
     p = config.load()

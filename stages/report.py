@@ -11,10 +11,11 @@ from esrkd.report import write_report
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--metrics", type=Path, required=True, help="folder of per-model metrics JSON files")
+    parser.add_argument("--timings", type=Path, required=True, help="folder of per-model latency JSON files")
     parser.add_argument("--paper", type=Path, required=True, help="the paper's Tables 1-2 in long CSV form")
     parser.add_argument("--out", type=Path, required=True, help="the reports folder")
     args = parser.parse_args()
-    write_report(config.load(), args.metrics, args.paper, args.out)
+    write_report(config.load(), args.metrics, args.timings, args.paper, args.out)
     print(f"wrote {args.out / 'tables.md'}")
 
 

@@ -28,9 +28,7 @@ def _ran(log: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", log)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
+def _new_repo(repo: Path) -> Path:
     for item in ("dvc.yaml", "stages", "src", "data/raw/README.md", "data/paper_tables.csv"):
         src, dst = ROOT / item, repo / item
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +42,11 @@ def repo(tmp_path_factory) -> Path:
     _run(repo, "git", "add", "-A")
     _run(repo, "git", "commit", "-qm", "tiny")
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return _new_repo(tmp_path_factory.mktemp("pipeline"))
 
 
 def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
@@ -62,6 +65,10 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
         m = json.loads((repo / f"metrics/{model}.json").read_text())
         assert m["sets"]["tiny"]["n_images"] == 1 and m["protocol"]["crop_border"] == 4
         assert (repo / f"results/{model}/tiny/chelsea.png").is_file()
+        assert m["sets"]["tiny"]["fid"] is None  # one test image: no FID, said so rather than faked
+        assert m["lpips_status"].startswith("unavailable:") or m["lpips_status"] == "available"
+        assert m["flops"] > 0 and m["flops_input"] == "1x3x128x128"
+        assert json.loads((repo / f"timings/{model}.json").read_text())["median_ms"] > 0
     pruned = json.loads((repo / "models/pruned/0.5/prune.json").read_text())
     assert pruned["zero_weights"] == round(0.5 * pruned["prunable_weights"])
     assert not list(repo.rglob(".*.tmp-*"))  # nothing half-written left behind
@@ -76,3 +83,20 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     assert (t2.teacher_prune == 0.5).all()
     diff = _run(repo, "dvc", "metrics", "diff")
     assert re.search(r"table2\.teacher\.teacher_prune\s+0\.3\s+0\.5", diff), diff
+
+
+def _out_hashes(lock_text: str) -> dict[str, str]:
+    lock = yaml.safe_load(lock_text)
+    # Timings differ run to run by nature; they live apart (timings/), and so do reports that quote them.
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])
+            if not out["path"].startswith(("timings/", "reports/"))}
+
+
+def test_two_fresh_runs_give_bitwise_equal_weights_and_metrics(repo, tmp_path):
+    other = _new_repo(tmp_path / "again")
+    _run(other, "dvc", "repro")
+    # the first repo's baseline commit holds its plain `dvc repro` (its workspace has since run an experiment)
+    first = _out_hashes(_run(repo, "git", "show", "HEAD:dvc.lock"))
+    second = _out_hashes((other / "dvc.lock").read_text())
+    assert "models/teacher" in first and "metrics/student-0.5-4.json" in first
+    assert first == second

@@ -8,7 +8,7 @@ from esrkd.report import write_report
 from .conftest import ROOT
 
 
-def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero):
+def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero, timings=None):
     meta = {"role": role, "prune": prune, "perceptual": "unavailable: test"}
     if role == "student":
         meta["width"] = width
@@ -16,15 +16,20 @@ def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero):
         "model": meta,
         "params_total": 2 * nonzero,
         "params_nonzero": nonzero,
+        "flops": (width or 64) * 1e9,
+        "flops_input": "1x3x128x128",
         "protocol": {"y_channel": True, "crop_border": 4, "scale": 4},
-        "average": {"psnr": (psnr + psnr + 1) / 2, "ssim": ssim},
+        "average": {"psnr": (psnr + psnr + 1) / 2, "ssim": ssim, "fid": 100.0},
         "sets": {
-            "A": {"n_images": 2, "psnr": psnr, "ssim": ssim, "images": {}},
-            "B": {"n_images": 1, "psnr": psnr + 1, "ssim": ssim, "images": {}},
+            "A": {"n_images": 2, "psnr": psnr, "ssim": ssim, "fid": 100.0, "images": {}},
+            "B": {"n_images": 1, "psnr": psnr + 1, "ssim": ssim, "fid": None, "images": {}},  # too few for FID
         },
     }
     name = f"{role}-{prune}" + (f"-{width}" if role == "student" else "")
     (folder / f"{name}.json").write_text(json.dumps(body))
+    if timings is not None:
+        ms = 100.0 * (1 + prune / 10) if role == "teacher" else float(width)
+        (timings / f"{name}.json").write_text(json.dumps({"device": "cpu", "threads": 2, "median_ms": ms}))
 
 
 def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
@@ -37,22 +42,43 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
     demo_params["grid"].update(prune=[0.0, 0.3], width=[16, 32])
     p = config.parse(demo_params)
     out = tmp_path / "reports"
-    metrics_json = write_report(p, metrics, ROOT / "data" / "paper_tables.csv", out)
+    metrics_json = write_report(p, metrics, None, ROOT / "data" / "paper_tables.csv", out)
 
     t2 = pd.read_csv(out / "table2.csv")
     assert t2.model.tolist() == ["Teacher", "Student_16", "Student_32"]  # teacher first, as in the paper
     assert t2.psnr.tolist() == [25.5, 26.66, 26.82]  # mean of sets A and B
     assert t2.psnr_paper.tolist() == [24.87, 25.98, 25.97]
     assert t2.params_m.tolist() == [1.0, 0.16, 0.32]
+    assert t2.fid.tolist() == [100.0] * 3 and t2.fid_paper.tolist() == [90.97, 104.99, 128.53]
+    assert t2.lpips.isna().all() and t2.lpips_paper.tolist() == [0.12, 0.23, 0.23]
     t1 = pd.read_csv(out / "table1.csv")
     assert t1.teacher_prune.tolist() == [0.0, 0.3] and t1.ssim_paper.tolist() == [0.78, 0.78]
     assert len(pd.read_csv(out / "grid.csv")) == 6 * 3  # 6 models x (2 sets + Average)
-    assert metrics_json["table2"]["student_16"]["psnr"] == 26.66
+    assert metrics_json["table2"]["student_16"] == {"teacher_prune": 0.3, "params_m": 0.16, "psnr": 26.66, "ssim": 0.75, "fid": 100.0}
     assert json.loads((out / "metrics.json").read_text()) == metrics_json
     assert set(metrics_json["table1"]) == {"prune00", "prune30"}
 
     md = (out / "tables.md").read_text()
     assert "Profile: **demo**" in md and "does not reproduce the paper" in md
-    assert "| Student_16 |         0.16 | 26.66 (25.98, +0.68) | 0.7500 (0.7800, -0.0300) |" in md
+    assert ("| Student_16 |         0.16 | 26.66 (25.98, +0.68) | 0.7500 (0.7800, -0.0300) "
+            "| 100.00 (104.99, -4.99)  | n/a (0.2300) |") in md
     assert "A (2 images), B (1 images)" in md and "4 pixels cropped" in md
     assert (out / "quality_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_states_flops_and_latency_ratios(tmp_path, demo_params):
+    metrics, timings = tmp_path / "metrics", tmp_path / "timings"
+    metrics.mkdir()
+    timings.mkdir()
+    for prune in (0.0, 0.5):
+        _metrics_file(metrics, "teacher", prune, None, 24.0, 0.7, 1_000_000 if prune == 0 else 500_000, timings)
+        _metrics_file(metrics, "student", prune, 16, 25.0, 0.75, 160_000, timings)
+    demo_params["grid"].update(prune=[0.0, 0.5], width=[16])
+    demo_params["prune"] = 0.5
+    write_report(config.parse(demo_params), metrics, timings, ROOT / "data" / "paper_tables.csv", tmp_path / "out")
+    md = (tmp_path / "out/tables.md").read_text()
+    assert ("the teacher pruned at 0.5 keeps 1.00x the FLOPs and runs at 1.05x the latency of the one pruned at 0, "
+            "with 0.50x the non-zero parameters") in md
+    assert "- Student_16: 0.25x the teacher's FLOPs, 0.16x its latency." in md
+    assert "on cpu (2 threads)" in md
+    assert (tmp_path / "out/quality_vs_latency.png").is_file()

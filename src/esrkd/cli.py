@@ -29,6 +29,22 @@ def run(main: Callable[[], None]) -> None:
         sys.exit(2)
 
 
+def prune_ratio(text: str) -> float:
+    """argparse type: a prune ratio in [0, 1)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"prune ratio {value} must be in [0, 1)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    return value
+
+
 def _check(args: argparse.Namespace) -> None:
     from esrkd import config
 

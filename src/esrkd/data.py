@@ -25,15 +25,20 @@ class DataError(ValueError):
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An 8-bit RGB image as (H, W, 3) uint8. Grayscale is replicated to RGB; alpha is refused."""
+    """An 8-bit RGB image as (H, W, 3) uint8.
+
+    Grayscale is replicated to RGB. Alpha and 16-bit (or float) images are refused rather than
+    silently flattened or truncated: convert them to 8-bit RGB yourself, the way you want it.
+    """
     try:
         with Image.open(path) as im:
-            im.load()
             mode = im.mode
+            deep = mode in ("I", "F") or mode.startswith("I;16") or any(";16" in str(t.args) for t in im.tile)
+            if deep:  # PIL would truncate 16-bit RGB to its high byte and clip 16-bit gray to white
+                raise DataError(f"{path}: is a 16-bit (or float) image; convert it to 8-bit RGB and re-run.")
             if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
                 raise DataError(f"{path}: has an alpha channel; save it as RGB (without transparency) and re-run.")
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise DataError(f"{path}: is a {mode} (16-bit or float) image; convert it to 8-bit RGB and re-run.")
+            im.load()  # decode now, so a truncated file fails here and not mid-training
             return np.array(im.convert("RGB"))
     except DataError:
         raise

@@ -8,9 +8,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from esrkd import metrics
+from esrkd import fid, metrics
 from esrkd.arch import RRDBNet, count_params
 from esrkd.data import DataError, load_pairs, to_tensor, to_uint8, write_png
+from esrkd.perceptual_metrics import Scorer
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """Mean over the sets that have the metric; None if none has it."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 @torch.no_grad()
@@ -28,15 +35,21 @@ def evaluate(
     y_channel: bool,
     device: torch.device,
     image_out: Path,
+    lpips: Scorer | None = None,
 ) -> dict:
-    """Per-image, per-set and average PSNR/SSIM; SR images written to image_out/<set>/<name>.png.
+    """Per-image, per-set and average PSNR/SSIM, per-set and average FID; SR images written to
+    image_out/<set>/<name>.png.
 
-    The average is the mean of the per-set means (every set weighs the same, as in the paper's tables).
+    The average is the mean of the per-set means (every set weighs the same, as in the paper's
+    tables). FID compares a set's SR images with its HR images (pytorch-fid, 2048-d); a set of
+    fewer than two images has no FID (None). LPIPS (AlexNet, v0.1, RGB in [-1, 1], border cropped)
+    is None when no `lpips` scorer is given (its weights are missing offline).
     """
     sets = sorted(p.name for p in Path(test_root).iterdir() if p.is_dir()) if Path(test_root).is_dir() else []
     if not sets:
         raise DataError(f"{test_root}: holds no prepared test sets; run the prepare stage first (dvc repro prepare).")
     net = net.to(device).eval()
+    inception = fid.load_inception(device)
     results: dict[str, dict] = {}
     for name in sets:
         pairs = load_pairs(Path(test_root) / name, scale)
@@ -48,11 +61,15 @@ def evaluate(
             per_image[stem] = {
                 "psnr": metrics.psnr(sr, hr, crop_border, y_channel),
                 "ssim": metrics.ssim(sr, hr, crop_border, y_channel),
+                "lpips": lpips(sr, hr, crop_border) if lpips is not None else None,
             }
         results[name] = {
             "n_images": len(per_image),
             "psnr": float(np.mean([m["psnr"] for m in per_image.values()])),
             "ssim": float(np.mean([m["ssim"] for m in per_image.values()])),
+            "lpips": _mean([m["lpips"] for m in per_image.values()]),
+            "fid": fid.fid_between_folders(image_out / name, Path(test_root) / name / "HR", device, model=inception)
+            if len(pairs) >= 2 else None,
             "images": per_image,
         }
     total, nonzero = count_params(net)
@@ -60,6 +77,6 @@ def evaluate(
         "params_total": total,
         "params_nonzero": nonzero,
         "protocol": {"y_channel": y_channel, "crop_border": crop_border, "scale": scale},
-        "average": {k: float(np.mean([r[k] for r in results.values()])) for k in ("psnr", "ssim")},
+        "average": {k: _mean([r[k] for r in results.values()]) for k in ("psnr", "ssim", "fid", "lpips")},
         "sets": results,
     }

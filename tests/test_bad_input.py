@@ -1,0 +1,165 @@
+"""Bad input stops a stage with one sentence naming the item, exit status 2, and no output left."""
+
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from esrkd.arch import RRDBArgs, RRDBNet
+from esrkd.checkpoint import save_generator
+from esrkd.data import write_png
+
+from .conftest import ROOT
+
+
+def _stage(monkeypatch, cwd, script, *args):
+    """Run stages/<script>.py in-process as DVC would; return (exit status, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    code = 0
+    try:
+        runpy.run_path(str(ROOT / "stages" / f"{script}.py"), run_name="__main__")
+    except SystemExit as done:
+        code = done.code
+    return code
+
+
+def _prepare(tmp_path, monkeypatch, capsys, params, files=None):
+    """Write params.yaml (train from the folder tmp/train), the given files, run prepare."""
+    train = tmp_path / "train"
+    train.mkdir(exist_ok=True)
+    params["data"]["train"] = [str(train)]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for name, write in (files or {}).items():
+        write(train / name)
+    code = _stage(monkeypatch, tmp_path, "prepare", "--out", "prepared")
+    return code, capsys.readouterr().err
+
+
+def _rgb(h=64, w=64):
+    return lambda path: write_png(path, np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _assert_refused(code, err, *fragments, out=None):
+    assert code == 2, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in line
+    if out is not None:
+        assert not out.exists()
+        assert not list(out.parent.glob(f".{out.name}.tmp-*"))
+
+
+def test_corrupt_and_truncated_images(tmp_path, monkeypatch, capsys, tiny_params):
+    def truncated(path):
+        _rgb()(path)
+        path.write_bytes(path.read_bytes()[:200])
+
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"good.png": _rgb(), "cut.png": truncated})
+    _assert_refused(code, err, "cut.png: cannot be read as an image", "replace or remove the file", out=tmp_path / "prepared")
+    (tmp_path / "train/cut.png").write_bytes(b"not an image at all")
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params)
+    _assert_refused(code, err, "cut.png: cannot be read as an image", out=tmp_path / "prepared")
+
+
+def test_non_image_files_are_skipped_with_a_warning(tmp_path, monkeypatch, capsys, tiny_params):
+    notes = lambda path: path.write_text("notes")  # noqa: E731
+    with pytest.warns(UserWarning, match=r"skipping 1 non-image file\(s\): notes.txt"):
+        code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb(), "notes.txt": notes})
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "prepared/train/HR").iterdir()) == ["a.png"]
+
+
+def test_grayscale_becomes_rgb_and_odd_sizes_are_cropped(tmp_path, monkeypatch, capsys, tiny_params):
+    gray = lambda path: Image.fromarray(np.full((70, 66), 90, np.uint8)).save(path)  # noqa: E731
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"g.png": gray})
+    assert code == 0, err
+    hr = np.asarray(Image.open(tmp_path / "prepared/train/HR/g.png"))
+    assert hr.shape == (68, 64, 3) and (hr == 90).all()  # mod-crop to a multiple of scale 4
+
+
+def test_rgba_is_refused(tmp_path, monkeypatch, capsys, tiny_params):
+    rgba = lambda path: Image.new("RGBA", (64, 64)).save(path)  # noqa: E731
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": rgba})
+    _assert_refused(code, err, "a.png: has an alpha channel", out=tmp_path / "prepared")
+
+
+def _png16(path, a):
+    import struct
+    import zlib
+
+    h, w, c = a.shape
+    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 3: 2}[c], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_16_bit_png_is_refused(tmp_path, monkeypatch, capsys, tiny_params, channels):
+    deep = lambda path: _png16(path, np.full((64, 64, channels), 40000, np.uint16))  # noqa: E731
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"deep.png": deep})
+    _assert_refused(code, err, "deep.png: is a 16-bit (or float) image; convert it to 8-bit RGB", out=tmp_path / "prepared")
+
+
+def test_image_smaller_than_the_patch(tmp_path, monkeypatch, capsys, tiny_params):
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"small.png": _rgb(20, 40)})
+    _assert_refused(code, err, "image 'small' (40x20) is smaller than 32 pixels", out=tmp_path / "prepared")
+
+
+def test_empty_and_missing_folders(tmp_path, monkeypatch, capsys, tiny_params):
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params)
+    _assert_refused(code, err, "train holds no images", out=tmp_path / "prepared")
+    tiny_params["data"]["test"] = {"gone": [str(tmp_path / "nowhere")]}
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb()})
+    _assert_refused(code, err, "nowhere does not exist", out=tmp_path / "prepared")
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda p: p.update(prune=1.2), "prune: 1.2 is not one of grid.prune"),
+        (lambda p: p["grid"].update(prune=[0.3, -0.1]), "grid.prune: ratio -0.1 is outside [0, 1)"),
+        (lambda p: p["grid"].update(width=[-4]), "grid.width: width -4 must be > 0"),
+        (lambda p: p["grid"].update(width=[8]), "grid.width: width 8 must be > 0 and < net.num_feat (8)"),
+        (lambda p: p["teacher"].update(lr_decay=0.5), "teacher.lr_decay: unknown key"),
+        (lambda p: p["net"].update(num_feat="wide"), "net.num_feat: Input should be a valid integer"),
+    ],
+)
+def test_bad_params_stop_every_stage(tmp_path, monkeypatch, capsys, tiny_params, change, fragment):
+    change(tiny_params)
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb()})
+    _assert_refused(code, err, "params.yaml: ", fragment, out=tmp_path / "prepared")
+
+
+def test_prune_ratio_argument_out_of_range(tmp_path, monkeypatch, capsys):
+    code = _stage(monkeypatch, tmp_path, "prune", "--teacher", "t.pth", "--ratio", "1.5", "--out", "o")
+    assert code == 2 and "prune ratio 1.5 must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_missing_and_incompatible_weights(tmp_path, monkeypatch, capsys, tiny_params):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    args = ["--test", "test", "--metrics", "m.json", "--images", "sr", "--timing", "t.json"]
+    code = _stage(monkeypatch, tmp_path, "evaluate", "--model", "nothing.pth", *args)
+    _assert_refused(code, capsys.readouterr().err, "nothing.pth: weights file not found", out=tmp_path / "sr")
+
+    torch.save({"params_ema": {"conv_first.weight": torch.zeros(1)}, "arch_args": {"num_feat": 8}}, tmp_path / "foreign.pth")
+    code = _stage(monkeypatch, tmp_path, "evaluate", "--model", "foreign.pth", *args)
+    _assert_refused(code, capsys.readouterr().err, "foreign.pth: weights do not fit RRDBNet", "missing ['conv_first.bias'",
+                    out=tmp_path / "sr")
+
+    torch.save({"RRDB_trunk.0.RDB1.conv1.weight": torch.zeros(1)}, tmp_path / "original.pth")
+    code = _stage(monkeypatch, tmp_path, "evaluate", "--model", "original.pth", *args)
+    _assert_refused(code, capsys.readouterr().err, "original.pth: lacks ['arch_args', 'params_ema']", out=tmp_path / "sr")
+
+    net = RRDBNet(RRDBArgs(num_feat=8, num_block=1, num_grow_ch=4))
+    save_generator(tmp_path / "ok.pth", net, None, {"role": "teacher", "prune": 0.0})
+    (tmp_path / "test").mkdir()
+    code = _stage(monkeypatch, tmp_path, "evaluate", "--model", "ok.pth", *args)
+    _assert_refused(code, capsys.readouterr().err, "test: holds no prepared test sets", out=tmp_path / "sr")
+    assert not (tmp_path / "m.json").exists()
