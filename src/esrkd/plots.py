@@ -1,0 +1,114 @@
+"""The report's figures (matplotlib, PNG): quality vs cost, training curves, a Fig. 2-style grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from bicubic_pytorch.core import imresize  # noqa: E402
+
+from esrkd import metrics  # noqa: E402
+from esrkd.data import read_image  # noqa: E402
+from esrkd.outputs import atomic_file  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def quality_vs(avg: pd.DataFrame, shown: list, x: str, xlabel: str, xscale: float, path: Path) -> None:
+    """One panel per metric: every model's average quality against `x` (teachers squares, students dots)."""
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.4), squeeze=False)
+    for ax, metric in zip(axes[0], shown):
+        for role, marker in (("teacher", "s"), ("student", "o")):
+            for prune, grp in avg[avg.role == role].groupby("teacher_prune"):
+                ax.scatter(grp[x] * xscale, grp[metric.key], marker=marker, s=45, label=f"{role}, teacher pruned {prune:g}")
+                if role == "student":
+                    for r in grp.itertuples():
+                        ax.annotate(str(r.width), (getattr(r, x) * xscale, getattr(r, metric.key)), fontsize=7,
+                                    xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric.title + (" (lower is better)" if metric.lower_is_better else ""))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Quality vs {xlabel.split(' (')[0]}, averaged over the test sets (numbers: student width)")
+    _save(fig, path)
+
+
+def metric_vs_prune(t1: pd.DataFrame, shown: list, width: int, path: Path) -> None:
+    """Table 1 as a figure: Student_<width>'s quality against its teacher's prune ratio, ours and the paper's."""
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], shown):
+        ax.plot(t1.teacher_prune, t1[metric.key], "o-", label="ours")
+        paper = t1[f"{metric.key}_paper"]
+        if paper.notna().any():
+            ax.plot(t1.teacher_prune, paper, "s--", label="paper")
+        ax.set_xlabel("teacher prune ratio")
+        ax.set_ylabel(metric.title + (" (lower is better)" if metric.lower_is_better else ""))
+        ax.set_xticks(t1.teacher_prune)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Table 1: Student_{width} distilled from teachers pruned at each ratio")
+    _save(fig, path)
+
+
+def training_curves(logs: dict[str, Path], path: Path) -> None:
+    """Pixel L1 and total generator loss of every training stage, from its dvclive log."""
+    names = ("l_pix", "l_g_total", "l_distill", "l_d")
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for label, log in logs.items():
+            parts = [pd.read_csv(f, sep="\t") for f in sorted(Path(log).glob(f"plots/metrics/*/{name}.tsv"))]
+            if parts:
+                curve = pd.concat(parts).sort_values("step")
+                ax.plot(curve.step, curve[name], label=label, lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6, loc="best", ncol=2)
+    fig.suptitle("Training losses (warm start, then GAN phase)")
+    _save(fig, path)
+
+
+def _crop_box(hr: np.ndarray, side: int) -> tuple[int, int]:
+    """Top-left of the `side` x `side` window with the most detail (gradient energy), so the crop shows edges."""
+    gray = hr.astype(np.float64).mean(axis=2)
+    energy = np.abs(np.diff(gray, axis=0))[:, :-1] + np.abs(np.diff(gray, axis=1))[:-1, :]
+    integral = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    h, w = energy.shape
+    s = min(side, h, w)
+    sums = integral[s:, s:] - integral[:-s, s:] - integral[s:, :-s] + integral[:-s, :-s]
+    top, left = np.unravel_index(np.argmax(sums), sums.shape)
+    return int(top), int(left)
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-style bicubic upscaling, the baseline every SR figure shows."""
+    x = torch.from_numpy(lr).permute(2, 0, 1).to(torch.float64)
+    return imresize(x, scale=scale).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def sr_grid(hr_path: Path, lr_path: Path, models: dict[str, Path], scale: int, crop_border: int, path: Path, side: int = 96) -> None:
+    """Fig. 2 of the paper: the same crop from HR, bicubic and each model, with per-image PSNR/SSIM (Y)."""
+    hr = read_image(hr_path)
+    panels = {"HR": hr, "Bicubic": bicubic_upscale(read_image(lr_path), scale)}
+    panels.update({label: read_image(sr) for label, sr in models.items()})
+    top, left = _crop_box(hr, side)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.9), squeeze=False)
+    for ax, (label, img) in zip(axes[0], panels.items()):
+        ax.imshow(img[top : top + side, left : left + side], interpolation="nearest")
+        title = label if label == "HR" else (
+            f"{label}\n{metrics.psnr(img, hr, crop_border):.2f} dB / {metrics.ssim(img, hr, crop_border):.4f}")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{hr_path.stem}: {side}x{side} crop at ({left}, {top}); PSNR/SSIM on Y of the whole image", fontsize=9)
+    _save(fig, path)

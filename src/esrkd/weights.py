@@ -1,0 +1,78 @@
+"""Pretrained ESRGAN generators from elsewhere, mapped by name onto our RRDBNet.
+
+Two formats are read: BasicSR's (`params_ema` or `params`, keys `conv_first`, `body.N.rdbM.convK`,
+`conv_body`, `conv_up1/2`, `conv_hr`, `conv_last`) and the original ESRGAN repository's
+(`RRDB_trunk.N.RDBM.convK`, `trunk_conv`, `upconv1/2`, `HRconv`), as BasicSR's convert_models.py
+maps them. A bare state dict in either naming works too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from esrkd.arch import RRDBArgs
+from esrkd.checkpoint import CheckpointError
+
+# original ESRGAN name -> BasicSR name (prefix rewrites, applied in order)
+_ORIGINAL_TO_BASICSR = (
+    (re.compile(r"^RRDB_trunk\.(\d+)\.RDB(\d)\."), r"body.\1.rdb\2."),
+    (re.compile(r"^trunk_conv\."), "conv_body."),
+    (re.compile(r"^upconv1\."), "conv_up1."),
+    (re.compile(r"^upconv2\."), "conv_up2."),
+    (re.compile(r"^HRconv\."), "conv_hr."),
+)
+_BASICSR_KEY = re.compile(r"^(conv_first|body\.\d+\.rdb[123]\.conv[1-5]|conv_body|conv_up[12]|conv_hr|conv_last)\.(weight|bias)$")
+
+
+def _state_dict(ckpt: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(ckpt, dict):
+        for key in ("params_ema", "params"):  # BasicSR prefers the EMA weights for inference
+            if isinstance(ckpt.get(key), dict):
+                return ckpt[key]
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            return ckpt
+    raise CheckpointError(f"{path}: holds no generator state dict (expected 'params_ema', 'params' or a plain state dict).")
+
+
+def to_basicsr_names(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """The state dict with BasicSR's RRDBNet key names; anything unrecognised is an error."""
+    out = {}
+    for key, tensor in state.items():
+        new = key.removeprefix("module.")  # saved from DataParallel / DDP
+        for pattern, replacement in _ORIGINAL_TO_BASICSR:
+            new = pattern.sub(replacement, new)
+        if not _BASICSR_KEY.match(new):
+            raise CheckpointError(f"{path}: key '{key}' is not part of an ESRGAN RRDBNet generator (BasicSR or original naming).")
+        out[new] = tensor
+    return out
+
+
+def infer_arch(state: dict[str, torch.Tensor], path: Path) -> RRDBArgs:
+    """RRDBNet arguments read off the tensor shapes (x4 models: conv_first sees the RGB input as is)."""
+    try:
+        first, grow = state["conv_first.weight"], state["body.0.rdb1.conv1.weight"]
+        out_ch = state["conv_last.weight"].shape[0]
+    except KeyError as err:
+        raise CheckpointError(f"{path}: lacks {err.args[0]}, which every RRDBNet generator has.") from None
+    blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
+    in_ch = first.shape[1]
+    scale = {3: 4, 12: 2}.get(in_ch)  # x2 models pixel-unshuffle the input by 2 first
+    if scale is None:
+        raise CheckpointError(f"{path}: conv_first takes {in_ch} channels; only RGB x4 (3) and x2 (12) models are supported.")
+    return RRDBArgs(num_feat=first.shape[0], num_block=blocks, num_grow_ch=grow.shape[0], scale=scale, num_out_ch=out_ch)
+
+
+def load_pretrained_generator(path: Path | str) -> tuple[dict[str, torch.Tensor], RRDBArgs]:
+    """A user's ESRGAN generator file as (BasicSR-named state dict, the RRDBNet arguments it fits)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: pretrained generator not found; fix teacher.init in params.yaml.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(err).__name__}: {err}).") from None
+    state = to_basicsr_names(_state_dict(ckpt, path), path)
+    return state, infer_arch(state, path)

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from esrkd.arch import RRDBArgs, RRDBNet
+from esrkd.checkpoint import CheckpointError, load_state
+from esrkd.weights import load_pretrained_generator
+
+
+def _original_names(state: dict) -> dict:
+    """What the original ESRGAN repository's RRDBNet_arch.py calls the same tensors."""
+    out = {}
+    for k, v in state.items():
+        k = k.replace("conv_body.", "trunk_conv.").replace("conv_up1.", "upconv1.").replace("conv_up2.", "upconv2.")
+        k = k.replace("conv_hr.", "HRconv.")
+        if k.startswith("body."):
+            _, i, rdb, rest = k.split(".", 3)
+            k = f"RRDB_trunk.{i}.RDB{rdb[-1]}.{rest}"
+        out[k] = v
+    return out
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return RRDBNet(RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4))
+
+
+@pytest.mark.parametrize("layout", ["basicsr_ema", "basicsr_params", "bare", "original", "ddp_original"])
+def test_both_formats_load_to_the_same_network(tmp_path, net, layout):
+    state = net.state_dict()
+    content = {
+        "basicsr_ema": {"params_ema": state, "params": {k: v * 0 for k, v in state.items()}},
+        "basicsr_params": {"params": state},
+        "bare": state,
+        "original": _original_names(state),
+        "ddp_original": {f"module.{k}": v for k, v in _original_names(state).items()},
+    }[layout]
+    torch.save(content, tmp_path / "g.pth")
+    loaded, args = load_pretrained_generator(tmp_path / "g.pth")
+    assert args == RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4)
+    other = RRDBNet(args)
+    load_state(other, loaded, tmp_path / "g.pth")
+    x = torch.rand(1, 3, 6, 6)
+    assert torch.equal(other(x), net(x))
+    assert "RRDB_trunk.1.RDB3.conv5.weight" in _original_names(state)  # the test really wrote that naming
+
+
+def test_paper_sized_original_checkpoint_is_recognised(tmp_path):
+    state = RRDBNet(RRDBArgs()).state_dict()
+    torch.save(_original_names(state), tmp_path / "RRDB_ESRGAN_x4.pth")
+    _, args = load_pretrained_generator(tmp_path / "RRDB_ESRGAN_x4.pth")
+    assert (args.num_feat, args.num_block, args.num_grow_ch, args.scale) == (64, 23, 32, 4)
+
+
+def test_clear_errors(tmp_path, net):
+    with pytest.raises(CheckpointError, match="pretrained generator not found; fix teacher.init"):
+        load_pretrained_generator(tmp_path / "none.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="junk.pth: not a readable PyTorch weights file"):
+        load_pretrained_generator(tmp_path / "junk.pth")
+    torch.save({"net_d": {"conv0_0.weight": torch.zeros(1)}}, tmp_path / "disc.pth")
+    with pytest.raises(CheckpointError, match="disc.pth: holds no generator state dict"):
+        load_pretrained_generator(tmp_path / "disc.pth")
+    torch.save({**net.state_dict(), "model.0.weight": torch.zeros(1)}, tmp_path / "mixed.pth")
+    with pytest.raises(CheckpointError, match="key 'model.0.weight' is not part of an ESRGAN RRDBNet generator"):
+        load_pretrained_generator(tmp_path / "mixed.pth")
+    state = dict(net.state_dict())
+    del state["conv_first.weight"]
+    torch.save(state, tmp_path / "cut.pth")
+    with pytest.raises(CheckpointError, match="cut.pth: lacks conv_first.weight"):
+        load_pretrained_generator(tmp_path / "cut.pth")
