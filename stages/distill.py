@@ -8,7 +8,7 @@ from esrkd import config
 from esrkd.arch import RRDBNet
 from esrkd.checkpoint import load_discriminator, load_generator, save, save_discriminator, save_generator
 from esrkd.cli import positive_int, run
-from esrkd.distill import Distiller, student_args
+from esrkd.distill import MODES, Distiller, student_args
 from esrkd.losses import load_perceptual_loss
 from esrkd.outputs import atomic_dir
 from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_history
@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--disc", type=Path, required=True, help="the teacher's net_d.pth (the student's D starts from it)")
     parser.add_argument("--data", type=Path, required=True, help="prepared training set (HR/, LR/)")
     parser.add_argument("--width", type=positive_int, required=True, help="the student's feature width")
+    parser.add_argument("--mode", choices=MODES, default="features",
+                        help="features: the paper's Eq. 4; output: L1 to the teacher's SR only; none: no teacher term")
     parser.add_argument("--out", type=Path, required=True, help="folder for net_g.pth, net_d.pth, adapters.pth, log/")
     args = parser.parse_args()
     p = config.load()
@@ -28,27 +30,31 @@ def main() -> None:
     teacher, teacher_meta = load_generator(args.teacher)
     D = load_discriminator(args.disc)
     G = RRDBNet(student_args(teacher.args, args.width))
-    distiller = Distiller(teacher, args.width, p.distill_layers, cfg.distill_weight, cfg.feature_loss) if cfg.distill_weight > 0 else None
+    use_teacher = args.mode != "none" and cfg.distill_weight > 0
+    distiller = Distiller(teacher, args.width, p.distill_layers, cfg.distill_weight, cfg.feature_loss, args.mode) if use_teacher else None
     perceptual, status = load_perceptual_loss() if cfg.perceptual_weight > 0 else (None, "off (perceptual_weight is 0)")
     print(f"distill: perceptual loss {status}", file=sys.stderr)
     state = resume_file(args.out)
-    run_id = fingerprint(p.base, cfg, args.width, p.distill_layers, status, files_digest(args.teacher, args.disc, args.data))
+    run_id = fingerprint(p.base, cfg, args.width, args.mode, p.distill_layers, status, files_digest(args.teacher, args.disc, args.data))
     result = fit(G, D, patch_dataset(args.data, cfg, p.base), cfg, device, perceptual, distiller,
-                 desc=f"distill {args.width}", state_file=state, fingerprint=run_id)
+                 desc=f"distill {args.width}", state_file=state, fingerprint=run_id,
+                 precision=p.base.precision)
     meta = {
         **teacher_meta,
         "role": "student",
         "width": args.width,
+        "log": str(args.out / "log"),
         "distill_iters": {"warmup": cfg.warmup_iters, "gan": cfg.gan_iters},
-        "distill": {"weight": cfg.distill_weight, "layers": p.distill_layers, "feature_loss": cfg.feature_loss},
+        "distill": {"mode": args.mode if use_teacher else "none", "weight": cfg.distill_weight,
+                    "layers": distiller.layers if distiller is not None else [], "feature_loss": cfg.feature_loss},
         "perceptual": status,
     }
     with atomic_dir(args.out) as tmp:
         write_history(tmp / "log", result.history)
         save_generator(tmp / "net_g.pth", G, result.ema, meta)
         save_discriminator(tmp / "net_d.pth", D)
-        if distiller is not None:
-            save(tmp / "adapters.pth", params=distiller.adapters.state_dict(), layers=p.distill_layers)
+        if distiller is not None and distiller.layers:
+            save(tmp / "adapters.pth", params=distiller.adapters.state_dict(), layers=distiller.layers)
     state.unlink(missing_ok=True)
 
 

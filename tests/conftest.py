@@ -15,6 +15,7 @@ def tiny() -> dict:
     p = demo()
     p["base"]["profile"] = "test"
     p["grid"] = {"prune": [0.3, 0.5], "width": [4]}
+    p["ablation"] = {"prune": 0.3, "width": [4]}
     p["data"]["train"] = ["skimage:astronaut"]
     p["data"]["test"] = {"tiny": ["skimage:chelsea"]}
     p["net"] = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "d_num_feat": 4}

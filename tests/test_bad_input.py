@@ -144,22 +144,22 @@ def test_prune_ratio_argument_out_of_range(tmp_path, monkeypatch, capsys):
 
 def test_missing_and_incompatible_weights(tmp_path, monkeypatch, capsys, tiny_params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
-    args = ["--test", "test", "--metrics", "m.json", "--images", "sr", "--timing", "t.json"]
-    code = _stage(monkeypatch, tmp_path, "evaluate", "--model", "nothing.pth", *args)
-    _assert_refused(code, capsys.readouterr().err, "nothing.pth: weights file not found", out=tmp_path / "sr")
+    args = ["--test", "test", "--metrics", "m", "--images", "sr", "--timings", "t"]
+    code = _stage(monkeypatch, tmp_path, "evaluate", "--models", "nothing.pth", *args)
+    _assert_refused(code, capsys.readouterr().err, "nothing.pth: no such weights file or folder", out=tmp_path / "sr")
 
     torch.save({"params_ema": {"conv_first.weight": torch.zeros(1)}, "arch_args": {"num_feat": 8}}, tmp_path / "foreign.pth")
-    code = _stage(monkeypatch, tmp_path, "evaluate", "--model", "foreign.pth", *args)
+    code = _stage(monkeypatch, tmp_path, "evaluate", "--models", "foreign.pth", *args)
     _assert_refused(code, capsys.readouterr().err, "foreign.pth: weights do not fit RRDBNet", "missing ['conv_first.bias'",
                     out=tmp_path / "sr")
 
     torch.save({"RRDB_trunk.0.RDB1.conv1.weight": torch.zeros(1)}, tmp_path / "original.pth")
-    code = _stage(monkeypatch, tmp_path, "evaluate", "--model", "original.pth", *args)
+    code = _stage(monkeypatch, tmp_path, "evaluate", "--models", "original.pth", *args)
     _assert_refused(code, capsys.readouterr().err, "original.pth: lacks ['arch_args', 'params_ema']", out=tmp_path / "sr")
 
     net = RRDBNet(RRDBArgs(num_feat=8, num_block=1, num_grow_ch=4))
     save_generator(tmp_path / "ok.pth", net, None, {"role": "teacher", "prune": 0.0})
     (tmp_path / "test").mkdir()
-    code = _stage(monkeypatch, tmp_path, "evaluate", "--model", "ok.pth", *args)
+    code = _stage(monkeypatch, tmp_path, "evaluate", "--models", "ok.pth", *args)
     _assert_refused(code, capsys.readouterr().err, "test: holds no prepared test sets", out=tmp_path / "sr")
-    assert not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "m").exists() and not (tmp_path / "t").exists()

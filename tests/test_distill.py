@@ -36,8 +36,8 @@ def test_distillation_gradient_reaches_adapters_and_student_but_not_teacher():
     student = RRDBNet(student_args(teacher.args, 4))
     distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
     lr = torch.rand(2, 3, 6, 6)
-    _, feats = student.forward_features(lr, distiller.layers)
-    distiller(lr, feats).backward()
+    sr, feats = student.forward_features(lr, distiller.layers)
+    distiller(lr, sr, feats).backward()
     assert all(a.weight.grad is not None and a.weight.grad.abs().sum() > 0 for a in distiller.adapters)
     assert student.conv_first.weight.grad.abs().sum() > 0
     assert student.body[1].rdb3.conv5.weight.grad.abs().sum() > 0
@@ -90,3 +90,16 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
     logged = np.loadtxt(tmp_path / "log/plots/metrics/gan/l_distill.tsv", skiprows=1)
     assert logged[:, 0].tolist() == [3, 4]  # dvclive step = iteration; GAN phase from iteration 3
     assert logged[:, 1].tolist() == pytest.approx([row["gan/l_distill"] for _, row in result.history[2:]])
+
+
+def test_output_only_distillation_uses_the_teachers_sr_and_no_adapters():
+    teacher = _teacher()
+    student = RRDBNet(student_args(teacher.args, 4))
+    distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse", mode="output")
+    assert len(distiller.adapters) == 0 and distiller.layers == []
+    lr = torch.rand(1, 3, 6, 6)
+    sr, feats = student.forward_features(lr, distiller.layers)
+    assert distiller(lr, sr, feats).item() == pytest.approx((sr - teacher(lr)).abs().mean().item())
+    assert distiller(lr, teacher(lr), []).item() == 0.0
+    with pytest.raises(ValueError, match="mode 'none' is not one of"):
+        Distiller(teacher, 4, [0], 1.0, "mse", mode="none")

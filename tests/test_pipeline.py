@@ -52,8 +52,7 @@ def repo(tmp_path_factory) -> Path:
 def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     log = _run(repo, "dvc", "repro")
     expected = {"prepare", "teacher", "prune@0.3", "prune@0.5", "distill@0.3-4", "distill@0.5-4",
-                "evaluate_teacher@0.3", "evaluate_teacher@0.5", "evaluate_student@0.3-4",
-                "evaluate_student@0.5-4", "report"}
+                "ablate@none-4", "ablate@output-4", "evaluate@0.3", "evaluate@0.5", "evaluate_ablations", "report"}
     assert set(_ran(log)) == expected and len(_ran(log)) == len(expected)
 
     md = (repo / "reports/tables.md").read_text()
@@ -61,7 +60,9 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     t2 = pd.read_csv(repo / "reports/table2.csv")
     assert t2.model.tolist() == ["Teacher", "Student_4"] and (t2.teacher_prune == 0.3).all()
     assert ((t2.psnr > 5) & (t2.psnr < 40)).all()  # five iterations of a tiny net: scored, not good
-    for model in ("teacher-0.3", "teacher-0.5", "student-0.3-4", "student-0.5-4"):
+    models = ("0.3/teacher", "0.5/teacher", "0.3/student-4", "0.5/student-4", "ablations/student-4-none",
+              "ablations/student-4-output")
+    for model in models:
         m = json.loads((repo / f"metrics/{model}.json").read_text())
         assert m["sets"]["tiny"]["n_images"] == 1 and m["protocol"]["crop_border"] == 4
         assert (repo / f"results/{model}/tiny/chelsea.png").is_file()
@@ -98,5 +99,5 @@ def test_two_fresh_runs_give_bitwise_equal_weights_and_metrics(repo, tmp_path):
     # the first repo's baseline commit holds its plain `dvc repro` (its workspace has since run an experiment)
     first = _out_hashes(_run(repo, "git", "show", "HEAD:dvc.lock"))
     second = _out_hashes((other / "dvc.lock").read_text())
-    assert "models/teacher" in first and "metrics/student-0.5-4.json" in first
+    assert "models/teacher" in first and "metrics/0.5" in first and "models/ablations/none-4" in first
     assert first == second

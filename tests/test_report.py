@@ -1,17 +1,19 @@
 import json
 
 import pandas as pd
+import pytest
 
 from esrkd import config
-from esrkd.report import write_report
+from esrkd.report import Inputs, write_report
 
 from .conftest import ROOT
 
 
-def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero, timings=None):
+def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero, timings=None, mode="features"):
     meta = {"role": role, "prune": prune, "perceptual": "unavailable: test"}
     if role == "student":
         meta["width"] = width
+        meta["distill"] = {"mode": mode}
     body = {
         "model": meta,
         "params_total": 2 * nonzero,
@@ -25,7 +27,7 @@ def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero, timings=None)
             "B": {"n_images": 1, "psnr": psnr + 1, "ssim": ssim, "fid": None, "images": {}},  # too few for FID
         },
     }
-    name = f"{role}-{prune}" + (f"-{width}" if role == "student" else "")
+    name = f"{role}-{prune}" + (f"-{width}-{mode}" if role == "student" else "")
     (folder / f"{name}.json").write_text(json.dumps(body))
     if timings is not None:
         ms = 100.0 * (1 + prune / 10) if role == "teacher" else float(width)
@@ -39,10 +41,12 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
         _metrics_file(metrics, "teacher", prune, None, 24.0 + i, 0.70, 1_000_000)
         for width in (16, 32):
             _metrics_file(metrics, "student", prune, width, 25.0 + i + width / 100, 0.75, width * 10_000)
+    for mode, psnr in (("none", 24.0), ("output", 25.0)):
+        _metrics_file(metrics, "student", 0.3, 16, psnr, 0.7, 160_000, mode=mode)
     demo_params["grid"].update(prune=[0.0, 0.3], width=[16, 32])
     p = config.parse(demo_params)
     out = tmp_path / "reports"
-    metrics_json = write_report(p, metrics, None, ROOT / "data" / "paper_tables.csv", out)
+    metrics_json = write_report(p, Inputs(metrics, ROOT / "data" / "paper_tables.csv"), out)
 
     t2 = pd.read_csv(out / "table2.csv")
     assert t2.model.tolist() == ["Teacher", "Student_16", "Student_32"]  # teacher first, as in the paper
@@ -53,7 +57,12 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
     assert t2.lpips.isna().all() and t2.lpips_paper.tolist() == [0.12, 0.23, 0.23]
     t1 = pd.read_csv(out / "table1.csv")
     assert t1.teacher_prune.tolist() == [0.0, 0.3] and t1.ssim_paper.tolist() == [0.78, 0.78]
-    assert len(pd.read_csv(out / "grid.csv")) == 6 * 3  # 6 models x (2 sets + Average)
+    assert len(pd.read_csv(out / "grid.csv")) == 8 * 3  # 6 models + 2 ablations, x (2 sets + Average)
+    ab = pd.read_csv(out / "ablation.csv")
+    assert ab.distillation.tolist() == ["features", "output", "none"]
+    assert ab.psnr.tolist() == [26.66, 25.5, 24.5]
+    assert ab.psnr_gain.tolist()[:2] == pytest.approx([2.16, 1.0]) and ab.psnr_gain.isna().tolist()[2]
+    assert metrics_json["ablation"]["none_16"]["psnr"] == 24.5
     assert metrics_json["table2"]["student_16"] == {"teacher_prune": 0.3, "params_m": 0.16, "psnr": 26.66, "ssim": 0.75, "fid": 100.0}
     assert json.loads((out / "metrics.json").read_text()) == metrics_json
     assert set(metrics_json["table1"]) == {"prune00", "prune30"}
@@ -64,6 +73,7 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
             "| 100.00 (104.99, -4.99)  | n/a (0.2300) |") in md
     assert "A (2 images), B (1 images)" in md and "4 pixels cropped" in md
     assert (out / "quality_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "table1.png").is_file() and "| features       |" in md and "(+2.16)" in md
 
 
 def test_report_states_flops_and_latency_ratios(tmp_path, demo_params):
@@ -75,7 +85,8 @@ def test_report_states_flops_and_latency_ratios(tmp_path, demo_params):
         _metrics_file(metrics, "student", prune, 16, 25.0, 0.75, 160_000, timings)
     demo_params["grid"].update(prune=[0.0, 0.5], width=[16])
     demo_params["prune"] = 0.5
-    write_report(config.parse(demo_params), metrics, timings, ROOT / "data" / "paper_tables.csv", tmp_path / "out")
+    demo_params["ablation"]["prune"] = 0.5
+    write_report(config.parse(demo_params), Inputs(metrics, ROOT / "data" / "paper_tables.csv", timings), tmp_path / "out")
     md = (tmp_path / "out/tables.md").read_text()
     assert ("the teacher pruned at 0.5 keeps 1.00x the FLOPs and runs at 1.05x the latency of the one pruned at 0, "
             "with 0.50x the non-zero parameters") in md

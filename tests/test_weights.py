@@ -1,5 +1,6 @@
 import pytest
 import torch
+import yaml
 
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import CheckpointError, load_state
@@ -69,3 +70,26 @@ def test_clear_errors(tmp_path, net):
     torch.save(state, tmp_path / "cut.pth")
     with pytest.raises(CheckpointError, match="cut.pth: lacks conv_first.weight"):
         load_pretrained_generator(tmp_path / "cut.pth")
+
+
+def test_teacher_stage_starts_from_an_original_esrgan_file(tmp_path, monkeypatch, capsys, tiny_params):
+    from esrkd.data import prepare_set
+
+    from .test_bad_input import _stage
+
+    torch.manual_seed(1)
+    pretrained = RRDBNet(RRDBArgs(num_feat=8, num_block=1, num_grow_ch=4))
+    torch.save(_original_names(pretrained.state_dict()), tmp_path / "RRDB_ESRGAN_x4.pth")
+    tiny_params["teacher"].update(init="RRDB_ESRGAN_x4.pth", warmup_iters=0, gan_iters=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    prepare_set(["skimage:astronaut"], 4, tmp_path / "train")
+    assert _stage(monkeypatch, tmp_path, "teacher", "--data", "train", "--out", "teacher") == 0
+    saved = torch.load(tmp_path / "teacher/net_g.pth", weights_only=True)
+    assert all(torch.equal(saved["params_ema"][k], v) for k, v in pretrained.state_dict().items())
+    assert saved["meta"]["init"] == "RRDB_ESRGAN_x4.pth"
+
+    tiny_params["net"]["num_block"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert _stage(monkeypatch, tmp_path, "teacher", "--data", "train", "--out", "teacher2") == 2
+    assert "but params.yaml net describes" in capsys.readouterr().err
+    assert not (tmp_path / "teacher2").exists()

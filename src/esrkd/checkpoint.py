@@ -20,14 +20,19 @@ def save(path: Path, **content: object) -> None:
         torch.save(content, tmp)
 
 
-def load(path: Path, required: tuple[str, ...]) -> dict:
+def read(path: Path, if_missing: str = "weights file not found; run the stage that writes it (dvc repro)") -> object:
+    """torch.load of a weights file (tensors only), with one-sentence errors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found; run the stage that writes it (dvc repro).")
+        raise CheckpointError(f"{path}: {if_missing}.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
         raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(err).__name__}: {err}).") from None
+
+
+def load(path: Path, required: tuple[str, ...]) -> dict:
+    ckpt = read(path)
     missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: lacks {missing}; it was not written by esrkd (expected keys {list(required)}).")

@@ -31,6 +31,7 @@ class Base(_Block):
     scale: Literal[2, 4]  # super-resolution factor; also the border cropped before PSNR/SSIM
     device: Literal["auto", "cpu", "cuda"]  # auto = cuda when available
     threads: int = Field(ge=0)  # torch CPU threads; 0 keeps torch's default
+    precision: Literal["fp32", "bf16"]  # training on CUDA: bf16 = bf16 autocast + channels_last; CPU is always fp32
 
 
 class Grid(_Block):
@@ -72,10 +73,19 @@ class Train(_Block):
     checkpoint_every: int = Field(gt=0)  # iterations between resumable checkpoints (checkpoints/)
 
 
+class Teacher(Train):
+    init: str | None  # a pretrained ESRGAN generator to start from (BasicSR or original names); null = scratch
+
+
 class Distill(Train):
     distill_weight: float = Field(ge=0)  # lambda_distill of Eq. 4 (0 turns distillation off)
     layers: Literal["all"] | list[int]  # RRDB block outputs distilled ("all" = every block)
     feature_loss: Literal["mse", "l2"]  # mse: mean squared error; l2: per-sample L2 norm, averaged
+
+
+class Ablation(_Block):
+    prune: float  # the teacher the ablated students learn from (one of grid.prune)
+    width: list[int] = Field(min_length=1)  # student widths to ablate (each one of grid.width)
 
 
 class Evaluate(_Block):
@@ -91,8 +101,9 @@ class Params(_Block):
     prune: float  # the teacher prune ratio of Table 2 (the paper's choice: 0.3)
     data: Data
     net: Net
-    teacher: Train
+    teacher: Teacher
     distill: Distill
+    ablation: Ablation  # students without distillation / with output-only distillation
     evaluate: Evaluate
 
     @model_validator(mode="after")
@@ -108,8 +119,12 @@ class Params(_Block):
         for name, block in (("teacher", self.teacher), ("distill", self.distill)):
             if block.patch_size % 32 or block.patch_size % self.base.scale:
                 raise ValueError(f"{name}.patch_size: {block.patch_size} must be a multiple of 32 and of base.scale")
-            if block.warmup_iters + block.gan_iters == 0:
-                raise ValueError(f"{name}: warmup_iters + gan_iters must be at least 1")
+            if block.warmup_iters + block.gan_iters == 0 and not (name == "teacher" and self.teacher.init):
+                raise ValueError(f"{name}: warmup_iters + gan_iters must be at least 1 (0 only with teacher.init)")
+        if self.ablation.prune not in self.grid.prune:
+            raise ValueError(f"ablation.prune: {self.ablation.prune} is not one of grid.prune {self.grid.prune}")
+        if not set(self.ablation.width) <= set(self.grid.width):
+            raise ValueError(f"ablation.width: {self.ablation.width} must be among grid.width {self.grid.width}")
         if self.distill.patch_size != self.teacher.patch_size:
             raise ValueError("distill.patch_size must equal teacher.patch_size: the student's discriminator is the teacher's")
         if self.distill.layers != "all":

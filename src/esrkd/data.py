@@ -112,9 +112,17 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     """
     if hr.shape[0] % scale or hr.shape[1] % scale:
         raise DataError(f"an HR image of {hr.shape[1]}x{hr.shape[0]} is not divisible by scale {scale}; crop it first.")
-    x = torch.from_numpy(hr).permute(2, 0, 1).to(torch.float64)
-    y = imresize(x, scale=1.0 / scale)
-    return y.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return _imresize_uint8(hr, 1.0 / scale)
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB `imresize(lr, scale, 'bicubic')` on uint8: the baseline every SR comparison shows."""
+    return _imresize_uint8(lr, scale)
+
+
+def _imresize_uint8(image: np.ndarray, scale: float) -> np.ndarray:
+    x = torch.from_numpy(image).permute(2, 0, 1).to(torch.float64)
+    return imresize(x, scale=scale).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from esrkd.arch import RRDBArgs, RRDBNet
@@ -23,16 +24,25 @@ def student_args(teacher: RRDBArgs, width: int) -> RRDBArgs:
     )
 
 
-class Distiller(nn.Module):
-    """The frozen teacher and one learnable 1x1 conv f_i per distilled layer (student -> teacher channels).
+MODES = ("features", "output", "none")  # the paper's method, and the two ablations it lacks
 
-    The teacher never trains (no gradients, eval mode), so its pruned weights stay exactly zero.
+
+class Distiller(nn.Module):
+    """The frozen teacher and what the student learns from it.
+
+    mode "features" (the paper): one learnable 1x1 conv f_i per distilled layer maps the student's
+    block output to the teacher's channels, and the loss is Eq. 3. mode "output" (ablation): L1
+    between the student's and the teacher's SR images, no hidden features. The teacher never trains
+    (no gradients, eval mode), so its pruned weights stay exactly zero.
     """
 
-    def __init__(self, teacher: RRDBNet, student_width: int, layers: list[int], weight: float, kind: str):
+    def __init__(self, teacher: RRDBNet, student_width: int, layers: list[int], weight: float, kind: str, mode: str = "features"):
         super().__init__()
+        if mode not in MODES[:2]:
+            raise ValueError(f"distillation mode {mode!r} is not one of {MODES[:2]} (no distiller is mode 'none')")
         self.teacher = teacher.eval().requires_grad_(False)
-        self.layers, self.weight, self.kind = list(layers), weight, kind
+        self.mode, self.weight, self.kind = mode, weight, kind
+        self.layers = list(layers) if mode == "features" else []
         self.adapters = nn.ModuleList(nn.Conv2d(student_width, teacher.args.num_feat, 1) for _ in self.layers)
 
     def train(self, mode: bool = True) -> Distiller:
@@ -40,7 +50,9 @@ class Distiller(nn.Module):
         self.teacher.eval()  # keep the teacher frozen whatever the caller asks
         return self
 
-    def forward(self, lr: torch.Tensor, student_feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor, student_sr: torch.Tensor, student_feats: list[torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
-            _, teacher_feats = self.teacher.forward_features(lr, self.layers)
+            teacher_sr, teacher_feats = self.teacher.forward_features(lr, self.layers)
+        if self.mode == "output":
+            return F.l1_loss(student_sr, teacher_sr)
         return feature_distillation_loss(student_feats, teacher_feats, self.adapters, self.kind)

@@ -1,4 +1,4 @@
-"""Super-resolve every test image with one model, save the SR images and score them."""
+"""Super-resolve every test image with a model, save the SR images and score them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from esrkd import fid, metrics
 from esrkd.arch import RRDBNet, count_params
-from esrkd.data import DataError, load_pairs, to_tensor, to_uint8, write_png
+from esrkd.data import DataError, bicubic_upscale, load_pairs, to_tensor, to_uint8, write_png
 from esrkd.perceptual_metrics import Scorer
 
 
@@ -18,6 +18,27 @@ def _mean(values: list[float | None]) -> float | None:
     """Mean over the sets that have the metric; None if none has it."""
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
+
+
+def model_files(paths: list[Path]) -> list[Path]:
+    """The generator files named by `paths`: each a net_g.pth, or a folder searched for them."""
+    files = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DataError(f"{path}: no such weights file or folder; run the stage that writes it (dvc repro) or fix the path.")
+        found = [path] if path.is_file() else sorted(path.rglob("net_g.pth"))
+        if not found:
+            raise DataError(f"{path}: no net_g.pth there; run the stage that trains it (dvc repro).")
+        files.extend(found)
+    return files
+
+
+def model_name(meta: dict) -> str:
+    """teacher, student-<width>, or student-<width>-<mode> for an ablation: the metrics file's stem."""
+    if meta.get("role") != "student":
+        return "teacher"
+    mode = meta.get("distill", {}).get("mode", "features")
+    return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
 
 
 @torch.no_grad()
@@ -35,6 +56,7 @@ def evaluate(
     y_channel: bool,
     device: torch.device,
     image_out: Path,
+    inception: torch.nn.Module,
     lpips: Scorer | None = None,
 ) -> dict:
     """Per-image, per-set and average PSNR/SSIM, per-set and average FID; SR images written to
@@ -49,11 +71,10 @@ def evaluate(
     if not sets:
         raise DataError(f"{test_root}: holds no prepared test sets; run the prepare stage first (dvc repro prepare).")
     net = net.to(device).eval()
-    inception = fid.load_inception(device)
     results: dict[str, dict] = {}
     for name in sets:
         pairs = load_pairs(Path(test_root) / name, scale)
-        (image_out / name).mkdir(parents=True)
+        (image_out / name).mkdir(parents=True)  # an existing folder means two models share a name
         per_image = {}
         for stem, lr, hr in tqdm(pairs, desc=f"evaluate {name}", mininterval=2.0):
             sr = super_resolve(net, lr, device)
@@ -80,3 +101,13 @@ def evaluate(
         "average": {k: _mean([r[k] for r in results.values()]) for k in ("psnr", "ssim", "fid", "lpips")},
         "sets": results,
     }
+
+
+def bicubic_baseline(test_root: Path, scale: int, crop_border: int, y_channel: bool) -> dict[str, float]:
+    """PSNR/SSIM of plain bicubic upscaling, averaged like the models' (mean of the per-set means)."""
+    per_set = []
+    for folder in sorted(p for p in Path(test_root).iterdir() if p.is_dir()):
+        pairs = [(bicubic_upscale(lr, scale), hr) for _, lr, hr in load_pairs(folder, scale)]
+        per_set.append([np.mean([f(sr, hr, crop_border, y_channel) for sr, hr in pairs]) for f in (metrics.psnr, metrics.ssim)])
+    psnr, ssim = np.mean(per_set, axis=0)
+    return {"psnr": float(psnr), "ssim": float(ssim)}

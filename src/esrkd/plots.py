@@ -10,16 +10,14 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from bicubic_pytorch.core import imresize  # noqa: E402
 
 from esrkd import metrics  # noqa: E402
-from esrkd.data import read_image  # noqa: E402
+from esrkd.data import bicubic_upscale, read_image  # noqa: E402
 from esrkd.outputs import atomic_file  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
+def _save(fig: plt.Figure, path: Path, bottom: float = 0.0) -> None:
+    fig.tight_layout(rect=(0, bottom, 1, 1))  # leave `bottom` free for a figure-wide legend
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -39,9 +37,10 @@ def quality_vs(avg: pd.DataFrame, shown: list, x: str, xlabel: str, xscale: floa
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric.title + (" (lower is better)" if metric.lower_is_better else ""))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle(f"Quality vs {xlabel.split(' (')[0]}, averaged over the test sets (numbers: student width)")
-    _save(fig, path)
+    _save(fig, path, bottom=0.08 + 0.05 * ((len(labels) + 3) // 4))
 
 
 def metric_vs_prune(t1: pd.DataFrame, shown: list, width: int, path: Path) -> None:
@@ -61,22 +60,23 @@ def metric_vs_prune(t1: pd.DataFrame, shown: list, width: int, path: Path) -> No
     _save(fig, path)
 
 
-def training_curves(logs: dict[str, Path], path: Path) -> None:
-    """Pixel L1 and total generator loss of every training stage, from its dvclive log."""
+def training_curves(logs: dict[str, tuple[Path, dict]], path: Path) -> None:
+    """The losses of every training stage, from its dvclive log; `logs` maps a label to (log, line style)."""
     names = ("l_pix", "l_g_total", "l_distill", "l_d")
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for label, log in logs.items():
+        for label, (log, style) in logs.items():
             parts = [pd.read_csv(f, sep="\t") for f in sorted(Path(log).glob(f"plots/metrics/*/{name}.tsv"))]
             if parts:
                 curve = pd.concat(parts).sort_values("step")
-                ax.plot(curve.step, curve[name], label=label, lw=1)
+                ax.plot(curve.step, curve[name], label=label, **style)
         ax.set_title(name)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6, loc="best", ncol=2)
-    fig.suptitle("Training losses (warm start, then GAN phase)")
-    _save(fig, path)
+    handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=6, fontsize=7)
+    fig.suptitle("Training losses (warm start, then GAN phase; each stage on its own iteration axis)")
+    _save(fig, path, bottom=0.06 + 0.04 * ((len(handles) + 5) // 6))
 
 
 def _crop_box(hr: np.ndarray, side: int) -> tuple[int, int]:
@@ -89,12 +89,6 @@ def _crop_box(hr: np.ndarray, side: int) -> tuple[int, int]:
     sums = integral[s:, s:] - integral[:-s, s:] - integral[s:, :-s] + integral[:-s, :-s]
     top, left = np.unravel_index(np.argmax(sums), sums.shape)
     return int(top), int(left)
-
-
-def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB-style bicubic upscaling, the baseline every SR figure shows."""
-    x = torch.from_numpy(lr).permute(2, 0, 1).to(torch.float64)
-    return imresize(x, scale=scale).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def sr_grid(hr_path: Path, lr_path: Path, models: dict[str, Path], scale: int, crop_border: int, path: Path, side: int = 96) -> None:

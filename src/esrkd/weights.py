@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from esrkd.arch import RRDBArgs
-from esrkd.checkpoint import CheckpointError
+from esrkd.checkpoint import CheckpointError, read
 
 # original ESRGAN name -> BasicSR name (prefix rewrites, applied in order)
 _ORIGINAL_TO_BASICSR = (
@@ -68,11 +68,6 @@ def infer_arch(state: dict[str, torch.Tensor], path: Path) -> RRDBArgs:
 def load_pretrained_generator(path: Path | str) -> tuple[dict[str, torch.Tensor], RRDBArgs]:
     """A user's ESRGAN generator file as (BasicSR-named state dict, the RRDBNet arguments it fits)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: pretrained generator not found; fix teacher.init in params.yaml.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(err).__name__}: {err}).") from None
+    ckpt = read(path, if_missing="pretrained generator not found; fix teacher.init in params.yaml")
     state = to_basicsr_names(_state_dict(ckpt, path), path)
     return state, infer_arch(state, path)

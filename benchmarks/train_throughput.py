@@ -1,0 +1,68 @@
+"""Training iterations per second of the paper-profile teacher and a student: fast path vs plain fp32.
+
+The fast path is what the stages use on CUDA (bf16 autocast, channels_last); the baseline is the
+same loop in plain fp32. Both run here, in one process, on the same batches, so the ratio is
+measured in one run. On a CPU both paths are fp32 and the ratio is ~1 (a smoke test only).
+
+    python benchmarks/train_throughput.py --params params.paper.yaml --iters 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from esrkd import config
+from esrkd.arch import RRDBNet, VGGStyleDiscriminator
+from esrkd.data import PatchDataset
+from esrkd.distill import Distiller, student_args
+from esrkd.train import fit, setup
+
+
+def _data(p: config.Params, iters: int) -> PatchDataset:
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (p.teacher.patch_size * 2, p.teacher.patch_size * 2, 3), dtype=np.uint8)
+    lr = hr[:: p.base.scale, :: p.base.scale].copy()
+    return PatchDataset([("noise", lr, hr)], p.base.scale, p.teacher.patch_size, iters * p.teacher.batch_size, p.base.seed)
+
+
+def _its_per_second(p: config.Params, cfg, width: int | None, precision: str, iters: int, device: torch.device) -> float:
+    torch.manual_seed(0)
+    teacher = RRDBNet(p.teacher_arch)
+    G = teacher if width is None else RRDBNet(student_args(p.teacher_arch, width))
+    distiller = None if width is None else Distiller(teacher, width, p.distill_layers, 1.0, "mse")
+    D = VGGStyleDiscriminator(p.disc_arch)
+    cfg = cfg.model_copy(update={"warmup_iters": 0, "gan_iters": iters, "log_every": iters})
+    fit(G, D, _data(p, 2), cfg.model_copy(update={"gan_iters": 2}), device, distiller=distiller, precision=precision)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fit(G, D, _data(p, iters), cfg, device, distiller=distiller, precision=precision)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return iters / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.paper.yaml")
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--width", type=int, default=32, help="the student width to time")
+    args = parser.parse_args()
+    p = config.load(args.params)
+    device = setup(p.base)
+    rows = {}
+    for name, cfg, width in (("teacher", p.teacher, None), (f"student_{args.width}", p.distill, args.width)):
+        plain = _its_per_second(p, cfg, width, "fp32", args.iters, device)
+        fast = _its_per_second(p, cfg, width, "bf16", args.iters, device)
+        rows[name] = {"fp32_it_s": round(plain, 3), "fast_it_s": round(fast, 3), "speedup": round(fast / plain, 2)}
+    print(json.dumps({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                      "batch": p.teacher.batch_size, "patch": p.teacher.patch_size, "blocks": p.net.num_block, **rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
