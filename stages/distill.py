@@ -8,6 +8,7 @@ from esrkd import config
 from esrkd.arch import RRDBNet
 from esrkd.checkpoint import load_discriminator, load_generator, save, save_discriminator, save_generator
 from esrkd.cli import positive_int, run
+from esrkd.dist import finish, init, relaunch
 from esrkd.distill import MODES, Distiller, student_args
 from esrkd.losses import load_perceptual_loss
 from esrkd.outputs import atomic_dir
@@ -26,7 +27,8 @@ def main() -> None:
     args = parser.parse_args()
     p = config.load()
     cfg = p.distill
-    device = setup(p.base)
+    relaunch(p.base.nproc)  # under torchrun when params ask for several processes
+    world, device = init(setup(p.base))
     teacher, teacher_meta = load_generator(args.teacher)
     D = load_discriminator(args.disc)
     G = RRDBNet(student_args(teacher.args, args.width))
@@ -38,7 +40,7 @@ def main() -> None:
     run_id = fingerprint(p.base, cfg, args.width, args.mode, p.distill_layers, status, files_digest(args.teacher, args.disc, args.data))
     result = fit(G, D, patch_dataset(args.data, cfg, p.base), cfg, device, perceptual, distiller,
                  desc=f"distill {args.width}", state_file=state, fingerprint=run_id,
-                 precision=p.base.precision)
+                 precision=p.base.precision, world=world)
     meta = {
         **teacher_meta,
         "role": "student",
@@ -49,6 +51,8 @@ def main() -> None:
                     "layers": distiller.layers if distiller is not None else [], "feature_loss": cfg.feature_loss},
         "perceptual": status,
     }
+    if not world.main:  # rank 0 writes the outputs
+        return finish(world)
     with atomic_dir(args.out) as tmp:
         write_history(tmp / "log", result.history)
         save_generator(tmp / "net_g.pth", G, result.ema, meta)
@@ -56,6 +60,7 @@ def main() -> None:
         if distiller is not None and distiller.layers:
             save(tmp / "adapters.pth", params=distiller.adapters.state_dict(), layers=distiller.layers)
     state.unlink(missing_ok=True)
+    finish(world)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.checkpoint import CheckpointError, load_state, save_discriminator, save_generator
 from esrkd.cli import run
+from esrkd.dist import finish, init, relaunch
 from esrkd.losses import load_perceptual_loss
 from esrkd.outputs import atomic_dir
 from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_history
@@ -20,7 +21,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for net_g.pth, net_d.pth and log/")
     args = parser.parse_args()
     p = config.load()
-    device = setup(p.base)
+    relaunch(p.base.nproc)  # under torchrun when params ask for several processes
+    world, device = init(setup(p.base))
     G, D = RRDBNet(p.teacher_arch), VGGStyleDiscriminator(p.disc_arch)
     if p.teacher.init:
         state, found = load_pretrained_generator(p.teacher.init)
@@ -36,15 +38,18 @@ def main() -> None:
     run_id = fingerprint(p.base, p.net, p.teacher, status, files_digest(*inputs))
     result = fit(G, D, patch_dataset(args.data, p.teacher, p.base), p.teacher, device, perceptual,
                  desc="teacher", state_file=state, fingerprint=run_id,
-                 precision=p.base.precision)
+                 precision=p.base.precision, world=world)
     meta = {"role": "teacher", "init": p.teacher.init, "log": str(args.out / "log"),
             "teacher_iters": {"warmup": p.teacher.warmup_iters, "gan": p.teacher.gan_iters},
             "perceptual": status}
+    if not world.main:  # rank 0 writes the outputs
+        return finish(world)
     with atomic_dir(args.out) as tmp:
         write_history(tmp / "log", result.history)
         save_generator(tmp / "net_g.pth", G, result.ema, meta)
         save_discriminator(tmp / "net_d.pth", D)
     state.unlink(missing_ok=True)
+    finish(world)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class Base(_Block):
     scale: Literal[2, 4]  # super-resolution factor; also the border cropped before PSNR/SSIM
     device: Literal["auto", "cpu", "cuda"]  # auto = cuda when available
     threads: int = Field(ge=0)  # torch CPU threads; 0 keeps torch's default
+    nproc: int = Field(ge=1)  # training processes (torchrun, data-parallel); batch_size must divide by it
     precision: Literal["fp32", "bf16"]  # training on CUDA: bf16 = bf16 autocast + channels_last; CPU is always fp32
 
 
@@ -119,6 +120,8 @@ class Params(_Block):
         for name, block in (("teacher", self.teacher), ("distill", self.distill)):
             if block.patch_size % 32 or block.patch_size % self.base.scale:
                 raise ValueError(f"{name}.patch_size: {block.patch_size} must be a multiple of 32 and of base.scale")
+            if block.batch_size % self.base.nproc:
+                raise ValueError(f"{name}.batch_size: {block.batch_size} must be divisible by base.nproc ({self.base.nproc})")
             if block.warmup_iters + block.gan_iters == 0 and not (name == "teacher" and self.teacher.init):
                 raise ValueError(f"{name}: warmup_iters + gan_iters must be at least 1 (0 only with teacher.init)")
         if self.ablation.prune not in self.grid.prune:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset, load_pairs
+from esrkd.dist import World, average_gradients, broadcast_parameters, mean_over_ranks, shard
 from esrkd.distill import Distiller
 from esrkd.losses import PerceptualLoss, ragan_loss
 from esrkd.outputs import atomic_file
@@ -55,10 +56,11 @@ def patch_dataset(train_dir: Path, cfg: config.Train, base: config.Base) -> Patc
     return PatchDataset(load_pairs(train_dir, base.scale), base.scale, cfg.patch_size, iters * cfg.batch_size, base.seed)
 
 
-def _batches(data: PatchDataset, cfg: config.Train, device: torch.device, start_iter: int) -> DataLoader:
-    # Sample k is a pure function of k, so resuming at iteration i only means starting at sample i*batch.
-    todo = Subset(data, range(start_iter * cfg.batch_size, len(data)))
-    return DataLoader(todo, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+def _batches(data: PatchDataset, cfg: config.Train, device: torch.device, start_iter: int, world: World) -> DataLoader:
+    # Sample k is a pure function of k, so resuming at iteration i only means starting at sample i*batch,
+    # and a rank of a data-parallel run only takes its slice of every global batch.
+    todo = Subset(data, shard(start_iter * cfg.batch_size, len(data), cfg.batch_size, world))
+    return DataLoader(todo, batch_size=cfg.batch_size // world.size, shuffle=False, num_workers=cfg.num_workers,
                       pin_memory=device.type == "cuda", drop_last=True)
 
 
@@ -115,6 +117,7 @@ def fit(
     state_file: Path | None = None,
     fingerprint: str = "",
     precision: str = "fp32",
+    world: World = World(),
 ) -> Fit:
     """Train G (and D in the GAN phase) in place; return G's EMA and the logged losses.
 
@@ -122,6 +125,8 @@ def fit(
     iterations (atomically), and a later call with the same `fingerprint` continues from it.
     precision "bf16" on CUDA runs the forward passes under bf16 autocast with channels_last tensors
     (weights and optimiser state stay fp32, so no loss scaling is needed); the CPU runs fp32.
+    With a `world` of several processes, each takes its slice of every batch, gradients are
+    averaged across them, and only rank 0 writes checkpoints.
     """
     fast = device.type == "cuda" and precision == "bf16"
     memory_format = torch.channels_last if fast else torch.contiguous_format
@@ -133,6 +138,7 @@ def fit(
     if distiller is not None:
         distiller.to(device)
         g_params += list(distiller.adapters.parameters())
+    broadcast_parameters([G, D, *([distiller.adapters] if distiller is not None else [])], world)
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
     ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
@@ -154,8 +160,8 @@ def fit(
             print(f"{desc}: ignoring {state_file}: it was written with other params or inputs", file=sys.stderr)
 
     total = cfg.warmup_iters + cfg.gan_iters
-    batches = _batches(data, cfg, device, result.resumed_from)
-    bar = tqdm(batches, desc=desc, initial=result.resumed_from, total=total, mininterval=2.0)
+    batches = _batches(data, cfg, device, result.resumed_from, world)
+    bar = tqdm(batches, desc=desc, initial=result.resumed_from, total=total, mininterval=2.0, disable=not world.main)
     for it, (lr, hr) in enumerate(bar, start=result.resumed_from + 1):
         lr = lr.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         hr = hr.to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -184,6 +190,7 @@ def fit(
         logs["l_g_total"] = loss
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(g_params, world)
         opt_g.step()
         ema.update_parameters(G)
 
@@ -194,14 +201,16 @@ def fit(
                 logs["l_d"] = ragan_loss(D(hr), D(sr.detach()))
             opt_d.zero_grad(set_to_none=True)
             logs["l_d"].backward()
+            average_gradients(list(D.parameters()), world)
             opt_d.step()
 
         if it % cfg.log_every == 0 or it == total:
             phase = "gan" if gan_phase else "warmup"
-            row = {f"{phase}/{k}": float(v.detach()) for k, v in logs.items()} | {"lr": learning_rate(it, cfg)}
+            values = mean_over_ranks(torch.stack([v.detach().float() for v in logs.values()]), world).tolist()
+            row = {f"{phase}/{k}": v for k, v in zip(logs, values)} | {"lr": learning_rate(it, cfg)}
             result.history.append((it, row))
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
-        if state_file is not None and it % cfg.checkpoint_every == 0 and it < total:
+        if state_file is not None and world.main and it % cfg.checkpoint_every == 0 and it < total:
             state = {name: module.state_dict() for name, module in modules.items()}
             state.update(iteration=it, history=result.history, rng=_rng_states(), fingerprint=fingerprint)
             with atomic_file(state_file) as tmp:
