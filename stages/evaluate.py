@@ -38,7 +38,7 @@ def main() -> None:
                               images_dir / name, inception, lpips)
             result.update(flops=flops(net, (1, 3, side, side)), flops_input=f"1x3x{side}x{side}")
             write_json(metrics_dir / f"{name}.json", {"model": meta, "weights": str(path), "lpips_status": lpips_status, **result})
-            write_json(timings_dir / f"{name}.json", {"model": meta, **latency(net, (1, 3, side, side), device, repeats=p.evaluate.latency_repeats)})
+            write_json(timings_dir / f"{name}.json", {"model": meta, **latency(net, (1, 3, side, side), device, warmup=1, repeats=p.evaluate.latency_repeats)})
             print(f"{path}: PSNR {result['average']['psnr']:.2f} dB, SSIM {result['average']['ssim']:.4f} (average over sets)")
 
 

@@ -93,7 +93,7 @@ class Evaluate(_Block):
     crop_border: int | None = Field(ge=0)  # pixels cropped from each border; null = scale
     y_channel: bool  # PSNR/SSIM on BT.601 Y (the SR convention) or on RGB
     cost_lr_side: int = Field(gt=0)  # FLOPs and latency are measured on one LR input of this side
-    latency_repeats: int = Field(gt=0)  # timed runs (after 2 warm-ups); the median is reported
+    latency_repeats: int = Field(gt=0)  # timed runs (after 1 warm-up); the median is reported
 
 
 class Params(_Block):
