@@ -6,13 +6,12 @@ from pathlib import Path
 
 from esrkd import config
 from esrkd.arch import RRDBNet
-from esrkd.checkpoint import load_discriminator, load_generator, save, save_discriminator, save_generator
+from esrkd.checkpoint import load_discriminator, load_generator
 from esrkd.cli import positive_int, run
-from esrkd.dist import finish, init, relaunch
+from esrkd.dist import init, relaunch
 from esrkd.distill import MODES, Distiller, student_args
 from esrkd.losses import load_perceptual_loss
-from esrkd.outputs import atomic_dir
-from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_history
+from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_outputs
 
 
 def main() -> None:
@@ -34,7 +33,7 @@ def main() -> None:
     G = RRDBNet(student_args(teacher.args, args.width))
     use_teacher = args.mode != "none" and cfg.distill_weight > 0
     distiller = Distiller(teacher, args.width, p.distill_layers, cfg.distill_weight, cfg.feature_loss, args.mode) if use_teacher else None
-    perceptual, status = load_perceptual_loss() if cfg.perceptual_weight > 0 else (None, "off (perceptual_weight is 0)")
+    perceptual, status = load_perceptual_loss(cfg.perceptual_weight)
     print(f"distill: perceptual loss {status}", file=sys.stderr)
     state = resume_file(args.out)
     run_id = fingerprint(p.base, cfg, args.width, args.mode, p.distill_layers, status, files_digest(args.teacher, args.disc, args.data))
@@ -51,16 +50,9 @@ def main() -> None:
                     "layers": distiller.layers if distiller is not None else [], "feature_loss": cfg.feature_loss},
         "perceptual": status,
     }
-    if not world.main:  # rank 0 writes the outputs
-        return finish(world)
-    with atomic_dir(args.out) as tmp:
-        write_history(tmp / "log", result.history)
-        save_generator(tmp / "net_g.pth", G, result.ema, meta)
-        save_discriminator(tmp / "net_d.pth", D)
-        if distiller is not None and distiller.layers:
-            save(tmp / "adapters.pth", params=distiller.adapters.state_dict(), layers=distiller.layers)
-    state.unlink(missing_ok=True)
-    finish(world)
+    has_adapters = distiller is not None and distiller.layers
+    extra = {"adapters.pth": {"params": distiller.adapters.state_dict(), "layers": distiller.layers}} if has_adapters else None
+    write_outputs(args.out, result, G, D, meta, state, world, extra)
 
 
 if __name__ == "__main__":

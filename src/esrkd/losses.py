@@ -74,8 +74,10 @@ def vgg19_weights_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
 
 
-def load_perceptual_loss() -> tuple[PerceptualLoss | None, str]:
-    """The perceptual loss and "available", or None and why not, without ever downloading."""
+def load_perceptual_loss(weight: float) -> tuple[PerceptualLoss | None, str]:
+    """The perceptual loss and "available", or None and why not (weight 0, or no weights), never downloading."""
+    if weight == 0:
+        return None, "off (perceptual_weight is 0)"
     path = vgg19_weights_file()
     if not path.is_file():
         return None, (

@@ -25,11 +25,12 @@ from tqdm import tqdm
 
 from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
+from esrkd.checkpoint import save, save_discriminator, save_generator
 from esrkd.data import PatchDataset, load_pairs
-from esrkd.dist import World, average_gradients, broadcast_parameters, mean_over_ranks, shard
+from esrkd.dist import World, average_gradients, broadcast_parameters, finish, mean_over_ranks, shard
 from esrkd.distill import Distiller
 from esrkd.losses import PerceptualLoss, ragan_loss
-from esrkd.outputs import atomic_file
+from esrkd.outputs import atomic_dir, atomic_file
 
 
 def setup(base: config.Base) -> torch.device:
@@ -226,3 +227,17 @@ def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) ->
             for name, value in row.items():
                 live.log_metric(name, value)
             live.next_step()
+
+
+def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, meta: dict, state_file: Path,
+                  world: World, extra: dict[str, dict] | None = None) -> None:
+    """Rank 0 writes out/ at once (log/, net_g.pth with the EMA, net_d.pth, `extra` files); the checkpoint goes."""
+    if world.main:
+        with atomic_dir(out) as tmp:
+            write_history(tmp / "log", result.history)
+            save_generator(tmp / "net_g.pth", G, result.ema, meta)
+            save_discriminator(tmp / "net_d.pth", D)
+            for name, content in (extra or {}).items():
+                save(tmp / name, **content)
+        state_file.unlink(missing_ok=True)
+    finish(world)

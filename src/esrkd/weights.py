@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from esrkd.arch import RRDBArgs
-from esrkd.checkpoint import CheckpointError, read
+from esrkd.arch import RRDBArgs, RRDBNet
+from esrkd.checkpoint import CheckpointError, load_state, read
 
 # original ESRGAN name -> BasicSR name (prefix rewrites, applied in order)
 _ORIGINAL_TO_BASICSR = (
@@ -71,3 +71,12 @@ def load_pretrained_generator(path: Path | str) -> tuple[dict[str, torch.Tensor]
     ckpt = read(path, if_missing="pretrained generator not found; fix teacher.init in params.yaml")
     state = to_basicsr_names(_state_dict(ckpt, path), path)
     return state, infer_arch(state, path)
+
+
+def init_generator(net: RRDBNet, path: Path | str) -> None:
+    """Load a user's pretrained generator into `net`, which must have the architecture the file holds."""
+    state, found = load_pretrained_generator(path)
+    if found != net.args:
+        raise CheckpointError(f"{path}: holds {found}, but params.yaml net describes {net.args}; "
+                              "set net.* (and base.scale) to match the file.")
+    load_state(net, state, Path(path))
