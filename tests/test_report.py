@@ -63,6 +63,8 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
     assert ab.psnr.tolist() == [26.66, 25.5, 24.5]
     assert ab.psnr_gain.tolist()[:2] == pytest.approx([2.16, 1.0]) and ab.psnr_gain.isna().tolist()[2]
     assert metrics_json["ablation"]["none_16"]["psnr"] == 24.5
+    assert metrics_json["grid"]["prune30"]["student_16_none"] == {"psnr": 24.5, "ssim": 0.7, "fid": 100.0,
+                                                                  "params_nonzero": 160_000, "gflops": 16.0}
     assert metrics_json["table2"]["student_16"] == {"teacher_prune": 0.3, "params_m": 0.16, "psnr": 26.66, "ssim": 0.75, "fid": 100.0}
     assert json.loads((out / "metrics.json").read_text()) == metrics_json
     assert set(metrics_json["table1"]) == {"prune00", "prune30"}
@@ -93,3 +95,5 @@ def test_report_states_flops_and_latency_ratios(tmp_path, demo_params):
     assert "- Student_16: 0.25x the teacher's FLOPs, 0.16x its latency." in md
     assert "on cpu (2 threads)" in md
     assert (tmp_path / "out/quality_vs_latency.png").is_file()
+    grid = json.loads((tmp_path / "out/metrics.json").read_text())["grid"]
+    assert grid["prune50"]["teacher"]["latency_ms"] == 105.0 and grid["prune00"]["student_16"]["gflops"] == 16.0

@@ -141,16 +141,26 @@ def _present(row) -> dict[str, float]:
     return {k: getattr(row, k) for k in KEYS if not _missing(getattr(row, k))}
 
 
-def dvc_metrics(t1: pd.DataFrame, t2: pd.DataFrame) -> dict:
-    """The numbers `dvc metrics diff` compares: Table 2 by model, Table 1 by prune ratio."""
+def _model_key(role: str, width: int, variant: str = "") -> str:
+    return "teacher" if role == "teacher" else f"student_{width}" + ("" if variant in ("", "features") else f"_{variant}")
+
+
+def dvc_metrics(t1: pd.DataFrame, t2: pd.DataFrame, results: pd.DataFrame) -> dict:
+    """The numbers `dvc metrics diff` and `dvc exp show` compare: Table 2 by model, Table 1 by prune
+    ratio, and every model's averages, size and cost under `grid`."""
     key = lambda r: f"prune{round(r * 100):02d}"  # noqa: E731  (dots would read as nesting in dvc's keys)
+    grid: dict[str, dict] = {}
+    for r in results[results.dataset == "Average"].itertuples():
+        cost = {"params_nonzero": r.params_nonzero, "gflops": r.gflops, "latency_ms": r.latency_ms}
+        grid.setdefault(key(r.teacher_prune), {})[_model_key(r.role, r.width, r.variant)] = {
+            **_present(r), **{k: v for k, v in cost.items() if not _missing(v)}}
     return {
         "table2": {
-            ("teacher" if r.role == "teacher" else f"student_{r.width}"): {
-                "teacher_prune": r.teacher_prune, "params_m": round(r.params_m, 4), **_present(r)}
+            _model_key(r.role, r.width): {"teacher_prune": r.teacher_prune, "params_m": round(r.params_m, 4), **_present(r)}
             for r in t2.itertuples()
         },
         "table1": {key(r.teacher_prune): _present(r) for r in t1.itertuples()},
+        "grid": grid,
     }
 
 
@@ -331,7 +341,7 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
     for name, df in (("table1.csv", t1), ("table2.csv", t2), ("grid.csv", results), ("ablation.csv", ab)):
         with atomic_file(out / name) as tmp:
             df.to_csv(tmp, index=False, float_format="%.6g")
-    metrics = dvc_metrics(t1, t2)
+    metrics = dvc_metrics(t1, t2, results)
     if not ab.empty:
         metrics["ablation"] = {f"{r.distillation}_{r.width}": _present(r) for r in ab.itertuples()}
     write_json(out / "metrics.json", metrics)
