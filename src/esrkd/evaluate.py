@@ -33,11 +33,16 @@ def model_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def distill_mode(meta: dict) -> str:
+    """How a model learnt from its teacher: features (the paper), output or none (ablations); "" for a teacher."""
+    return meta.get("distill", {}).get("mode", "features") if meta.get("role") == "student" else ""
+
+
 def model_name(meta: dict) -> str:
     """teacher, student-<width>, or student-<width>-<mode> for an ablation: the metrics file's stem."""
-    if meta.get("role") != "student":
+    mode = distill_mode(meta)
+    if not mode:
         return "teacher"
-    mode = meta.get("distill", {}).get("mode", "features")
     return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
 
 

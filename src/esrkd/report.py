@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from esrkd import config, plots
-from esrkd.evaluate import bicubic_baseline
+from esrkd.evaluate import bicubic_baseline, distill_mode
 from esrkd.outputs import atomic_file, write_json
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
         meta = m["model"]
         base = {
             "role": meta["role"],
-            "variant": meta.get("distill", {}).get("mode", "features") if meta["role"] == "student" else "",
+            "variant": distill_mode(meta),
             "teacher_prune": float(meta["prune"]),
             "width": int(meta.get("width", 0)),  # 0 for a teacher: it sorts first
             "params_total": m["params_total"],
