@@ -1,12 +1,17 @@
-"""prepare: HR/LR train and test sets from params `data` (HR mod-cropped, LR by MATLAB bicubic)."""
+"""prepare: HR/LR train and test sets from params `data` (HR mod-cropped, LR by MATLAB bicubic).
+
+A test set whose folder is missing (MIV, KHU and VRroom are not public) is skipped with a message;
+test/sets.json says which sets were prepared and which were not, for the report.
+"""
 
 import argparse
+import sys
 from pathlib import Path
 
 from esrkd import config
 from esrkd.cli import run
-from esrkd.data import prepare_set
-from esrkd.outputs import atomic_dir
+from esrkd.data import DataError, missing_folders, prepare_set
+from esrkd.outputs import atomic_dir, write_json
 
 
 def main() -> None:
@@ -17,8 +22,18 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         n = prepare_set(p.data.train, p.base.scale, tmp / "train", min_hr_side=p.teacher.patch_size)
         print(f"train: {n} images")
+        prepared, missing = {}, {}
         for name, sources in p.data.test.items():
-            print(f"test/{name}: {prepare_set(sources, p.base.scale, tmp / 'test' / name)} images")
+            if gone := missing_folders(sources):
+                missing[name] = gone
+                print(f"test/{name}: skipped, {', '.join(gone)} not found (add the set there or remove it from data.test)",
+                      file=sys.stderr)
+                continue
+            prepared[name] = prepare_set(sources, p.base.scale, tmp / "test" / name)
+            print(f"test/{name}: {prepared[name]} images")
+        if not prepared:
+            raise DataError(f"params.yaml data.test: none of the test sets {sorted(missing)} was found; add at least one folder.")
+        write_json(tmp / "test" / "sets.json", {"prepared": prepared, "missing": missing})
 
 
 if __name__ == "__main__":

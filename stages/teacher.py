@@ -25,7 +25,7 @@ def main() -> None:
     if p.teacher.init:
         init_generator(G, p.teacher.init)
         print(f"teacher: starting from {p.teacher.init}", file=sys.stderr)
-    perceptual, status = load_perceptual_loss(p.teacher.perceptual_weight)
+    perceptual, status = load_perceptual_loss(p.teacher.perceptual_weight, "teacher.perceptual_weight")
     print(f"teacher: perceptual loss {status}", file=sys.stderr)
     state = resume_file(args.out)
     inputs = [args.data, p.teacher.init] if p.teacher.init else [args.data]

@@ -1,5 +1,6 @@
 """Bad input stops a stage with one sentence naming the item, exit status 2, and no output left."""
 
+import json
 import runpy
 import sys
 
@@ -115,9 +116,30 @@ def test_image_smaller_than_the_patch(tmp_path, monkeypatch, capsys, tiny_params
 def test_empty_and_missing_folders(tmp_path, monkeypatch, capsys, tiny_params):
     code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params)
     _assert_refused(code, err, "train holds no images", out=tmp_path / "prepared")
-    tiny_params["data"]["test"] = {"gone": [str(tmp_path / "nowhere")]}
+    tiny_params["data"]["test"] = {"gone": [str(tmp_path / "nowhere")], "MIV": ["data/raw/MIV"]}
     code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb()})
-    _assert_refused(code, err, "nowhere does not exist", out=tmp_path / "prepared")
+    _assert_refused(code, err, "data.test: none of the test sets ['MIV', 'gone'] was found", out=tmp_path / "prepared")
+
+
+def test_a_missing_test_set_is_skipped_and_listed(tmp_path, monkeypatch, capsys, tiny_params):
+    tiny_params["data"]["test"] = {"tiny": ["skimage:chelsea"], "MIV": ["data/raw/MIV"]}
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb()})
+    assert code == 0, err
+    assert "test/MIV: skipped, data/raw/MIV not found" in err
+    prepared = tmp_path / "prepared" / "test"
+    assert sorted(p.name for p in prepared.iterdir() if p.is_dir()) == ["tiny"]
+    assert json.loads((prepared / "sets.json").read_text()) == {"prepared": {"tiny": 1}, "missing": {"MIV": ["data/raw/MIV"]}}
+
+
+def test_perceptual_loss_without_vgg_weights_stops_training(tmp_path, monkeypatch, capsys, tiny_params):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))  # where torchvision would keep vgg19
+    code, _ = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb()})
+    assert code == 0
+    tiny_params["teacher"]["perceptual_weight"] = 1.0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    code = _stage(monkeypatch, tmp_path, "teacher", "--data", "prepared/train", "--out", "teacher")
+    _assert_refused(code, capsys.readouterr().err, "teacher.perceptual_weight is 1 but the VGG19 weights are not at",
+                    "vgg19-dcbe5ffd.pth", "or set teacher.perceptual_weight: 0", out=tmp_path / "teacher")
 
 
 @pytest.mark.parametrize(

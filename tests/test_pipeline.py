@@ -33,7 +33,9 @@ def _new_repo(repo: Path) -> Path:
         src, dst = ROOT / item, repo / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")) if src.is_dir() else shutil.copy(src, dst)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny(), sort_keys=False))
+    params = tiny()
+    params["data"]["test"]["MIV"] = ["data/raw/MIV"]  # not public: skipped, and the report says so
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(repo, "git", "init", "-q")
     _run(repo, "git", "config", "user.name", "esrkd test")
     _run(repo, "git", "config", "user.email", "test@esrkd.invalid")
@@ -56,7 +58,7 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     assert set(_ran(log)) == expected and len(_ran(log)) == len(expected)
 
     md = (repo / "reports/tables.md").read_text()
-    assert "Profile: **test**" in md and "tiny (1 images)" in md
+    assert "Profile: **test**" in md and "tiny (1 images). Not run (folder not found): MIV (data/raw/MIV)." in md
     t2 = pd.read_csv(repo / "reports/table2.csv")
     assert t2.model.tolist() == ["Teacher", "Student_4"] and (t2.teacher_prune == 0.3).all()
     assert ((t2.psnr > 5) & (t2.psnr < 40)).all()  # five iterations of a tiny net: scored, not good

@@ -98,6 +98,11 @@ def load_sources(sources: list[str]) -> list[tuple[str, np.ndarray]]:
     return images
 
 
+def missing_folders(sources: list[str]) -> list[str]:
+    """The folder sources that do not exist (a test set the user has not got, e.g. a non-public one)."""
+    return [s for s in sources if not s.startswith(SKIMAGE_PREFIX) and not Path(s).is_dir()]
+
+
 def crop_to_scale(image: np.ndarray, scale: int) -> np.ndarray:
     """Crop the bottom/right so both sides are multiples of `scale` (BasicSR's mod-crop)."""
     h, w = image.shape[:2]

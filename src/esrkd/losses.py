@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esrkd.checkpoint import CheckpointError
+
 
 def ragan_loss(pred_a: torch.Tensor, pred_b: torch.Tensor) -> torch.Tensor:
     """Relativistic average GAN loss (ESRGAN) for the side that wants `a` judged more real than `b`.
@@ -74,14 +76,19 @@ def vgg19_weights_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
 
 
-def load_perceptual_loss(weight: float) -> tuple[PerceptualLoss | None, str]:
-    """The perceptual loss and "available", or None and why not (weight 0, or no weights), never downloading."""
+def load_perceptual_loss(weight: float, key: str) -> tuple[PerceptualLoss | None, str]:
+    """The perceptual loss and "available", or None and "off" at weight 0; never downloads.
+
+    A positive weight without the VGG19 weights on disk stops the stage (naming `key`, the params
+    entry): training on silently without it would not be the recipe the params describe.
+    """
     if weight == 0:
-        return None, "off (perceptual_weight is 0)"
+        return None, f"off ({key} is 0)"
     path = vgg19_weights_file()
     if not path.is_file():
-        return None, (
-            f"unavailable: VGG19 weights not found at {path} (offline machine); on a connected machine run "
-            f"`python -c \"import torchvision; torchvision.models.vgg19(weights='IMAGENET1K_V1')\"` to fetch them"
+        raise CheckpointError(
+            f"{key} is {weight:g} but the VGG19 weights are not at {path}; on a connected machine run "
+            f"`python -c \"import torchvision; torchvision.models.vgg19(weights='IMAGENET1K_V1')\"` "
+            f"(or copy {VGG19_FILE} there), or set {key}: 0 in params.yaml to train without it."
         )
     return PerceptualLoss(path), "available"

@@ -247,6 +247,14 @@ def _bicubic_line(p: config.Params, test_dir: Path, proto: dict) -> str:
             "networks trained for only a few hundred iterations (the demo) stay below bicubic.")
 
 
+def _missing_sets(test_dir: Path | None) -> str:
+    listing = Path(test_dir) / "sets.json" if test_dir is not None else None
+    missing = json.loads(listing.read_text())["missing"] if listing is not None and listing.is_file() else {}
+    if not missing:
+        return ""
+    return " Not run (folder not found): " + ", ".join(f"{name} ({', '.join(paths)})" for name, paths in missing.items()) + "."
+
+
 def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_dir: Path | None = None) -> str:
     first = _first(metrics_dir)
     proto, meta = first["protocol"], first["model"]
@@ -258,7 +266,7 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_di
             "it does not reproduce the paper's numbers." if p.base.profile != "paper" else ""),
         f"- Training data: {len(p.data.train)} source(s) ({', '.join(p.data.train[:8])}{' …' if len(p.data.train) > 8 else ''}); "
         f"LR by MATLAB-compatible bicubic x{p.base.scale}.",
-        f"- Test sets: {set_text}.",
+        f"- Test sets: {set_text}.{_missing_sets(test_dir)}",
         f"- PSNR/SSIM on {'the Y channel of BT.601 YCbCr' if proto['y_channel'] else 'RGB'}, "
         f"{proto['crop_border']} pixels cropped from each border, data range 255 (scikit-image); "
         "SSIM with an 11x11 Gaussian window, sigma 1.5. Average = mean of the per-set means.",
