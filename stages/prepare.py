@@ -20,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     p = config.load()
     with atomic_dir(args.out) as tmp:
-        n = prepare_set(p.data.train, p.base.scale, tmp / "train", min_hr_side=p.teacher.patch_size)
+        n = prepare_set(p.data.train, p.base.scale, tmp / "train", p.teacher.patch_size, p.data.train_lr)
         print(f"train: {n} images")
         prepared, missing = {}, {}
         for name, sources in p.data.test.items():

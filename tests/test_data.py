@@ -76,6 +76,29 @@ def test_prepare_set_writes_aligned_pairs(tmp_path):
     assert (pairs["a"][0] == bicubic_downscale(pairs["a"][1], 4)).all()
 
 
+def test_prepare_set_takes_the_users_own_lr_images_div2k_style(tmp_path):
+    hr_dir, lr_dir = tmp_path / "DIV2K_train_HR", tmp_path / "DIV2K_train_LR_bicubic_X4" / "X4"
+    hr_dir.mkdir()
+    lr_dir.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    write_png(hr_dir / "0001.png", rng.integers(0, 256, (50, 66, 3), dtype=np.uint8))  # mod-cropped to 48x64
+    write_png(hr_dir / "0002.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    own = {"0001x4.png": rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), "0002.png": np.full((10, 10, 3), 7, np.uint8)}
+    for name, image in own.items():
+        write_png(lr_dir / name, image)
+    assert prepare_set([str(hr_dir)], 4, tmp_path / "out", lr_sources=[str(lr_dir)]) == 2
+    pairs = {name: (lr, hr) for name, lr, hr in load_pairs(tmp_path / "out", 4)}
+    assert (pairs["0001"][0] == own["0001x4.png"]).all() and pairs["0001"][1].shape == (48, 64, 3)
+    assert (pairs["0002"][0] == 7).all()  # taken as given, not recomputed
+
+    (lr_dir / "0002.png").unlink()
+    with pytest.raises(DataError, match=r"no LR image for '0002' \(0002x4.png or 0002.png\)"):
+        prepare_set([str(hr_dir)], 4, tmp_path / "out2", lr_sources=[str(lr_dir)])
+    write_png(lr_dir / "0002x4.png", np.zeros((9, 10, 3), np.uint8))
+    with pytest.raises(DataError, match=r"0002x4.png: 10x9 is not its HR image's 40x40 / 4"):
+        prepare_set([str(hr_dir)], 4, tmp_path / "out3", lr_sources=[str(lr_dir)])
+
+
 def test_patch_dataset_is_aligned_and_deterministic():
     rng = np.random.default_rng(0)
     lr = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)

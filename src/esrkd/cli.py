@@ -2,7 +2,7 @@
 
     esrkd check [PARAMS]                      validate a params file (default params.yaml)
     esrkd upscale WEIGHTS INPUT OUTPUT        super-resolve an image or a folder of images
-    esrkd download {div2k,benchmark}          fetch the paper profile's data into data/raw
+    esrkd download {div2k,benchmark} [--lr S] fetch the paper profile's data into data/raw
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def _download(args: argparse.Namespace) -> None:
     # Archives stay outside data/raw so that DVC does not hash gigabytes of zips as a prepare input.
     checksums = args.raw / "checksums.json"
     if args.what == "div2k":
-        folders = list(fetch_div2k(args.raw, checksums, download_dir=args.archives).values())
+        lr = [f"{split}_lr_x{args.lr}" for split in ("train", "valid")] if args.lr else []
+        folders = list(fetch_div2k(args.raw, checksums, download_dir=args.archives, splits=["train", "valid", *lr]).values())
     else:
         folders = [fetch_and_extract(SR_BENCHMARK, args.raw / "benchmark", args.archives, checksums)]
     for folder in folders:
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     down = sub.add_parser("download", help="fetch DIV2K (train + valid HR) or the SR benchmark sets, verified and resumable")
     down.add_argument("what", choices=["div2k", "benchmark"])
     down.add_argument("--raw", type=Path, default=Path("data/raw"), help="where the extracted folders go")
+    down.add_argument("--lr", type=int, choices=[2, 3, 4], help="div2k: also DIV2K's own bicubic LR images at this scale")
     down.add_argument("--archives", type=Path, default=Path("data/downloads"), help="where the archives are kept")
     down.set_defaults(func=_download)
     args = parser.parse_args(argv)

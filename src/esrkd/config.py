@@ -46,6 +46,9 @@ SetName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*
 class Data(_Block):
     # Each source is a folder of HR images or "skimage:<name>" for an image scikit-image ships.
     train: list[str] = Field(min_length=1)
+    # null: LR = MATLAB bicubic of HR; or folders of ready LR images named like their HR image
+    # (`0001x4.png` or `0001.png`), e.g. DIV2K_train_LR_bicubic/X4 (`esrkd download div2k --lr 4`)
+    train_lr: list[str] | None = Field(min_length=1)
     test: dict[SetName, list[str]] = Field(min_length=1)  # test-set name -> its sources
     degradation: Literal["matlab_bicubic"]  # how LR is made from HR (DIV2K's convention)
 

@@ -140,9 +140,24 @@ class PreparedSet:
         return cls(root / "HR", root / "LR")
 
 
-def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0) -> int:
-    """Write out/HR/<name>.png (mod-cropped) and out/LR/<name>.png (bicubic /scale); return the count."""
+def _given_lr(lr_sources: list[str], scale: int) -> dict[str, Path]:
+    """LR files of the given folders by the name of their HR image: DIV2K's `0001x4.png` or `0001.png`."""
+    files = {}
+    for folder in lr_sources:
+        for path in list_images(Path(folder)):
+            name = path.stem[: -len(f"x{scale}")] if path.stem.endswith(f"x{scale}") else path.stem
+            files[name] = path
+    return files
+
+
+def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0, lr_sources: list[str] | None = None) -> int:
+    """Write out/HR/<name>.png (mod-cropped) and out/LR/<name>.png; return the count.
+
+    LR is the MATLAB bicubic /scale of HR, or, with `lr_sources`, the user's own LR image of the same
+    name (e.g. DIV2K_train_LR_bicubic/X4), which must be HR's size / scale.
+    """
     images = load_sources(sources)
+    given = _given_lr(lr_sources, scale) if lr_sources else None
     dirs = PreparedSet.at(out)
     dirs.hr.mkdir(parents=True)
     dirs.lr.mkdir(parents=True)
@@ -153,8 +168,17 @@ def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0)
                 f"image '{name}' ({image.shape[1]}x{image.shape[0]}) is smaller than "
                 f"{max(min_hr_side, scale)} pixels on a side; remove it or lower the patch size."
             )
+        if given is None:
+            lr = bicubic_downscale(hr, scale)
+        elif name not in given:
+            raise DataError(f"data.train_lr {lr_sources}: no LR image for '{name}' ({name}x{scale}.png or {name}.png); add it or set data.train_lr: null.")
+        else:
+            lr = read_image(given[name])
+            if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
+                raise DataError(f"{given[name]}: {lr.shape[1]}x{lr.shape[0]} is not its HR image's "
+                                f"{image.shape[1]}x{image.shape[0]} / {scale}; use LR images made from these HR images.")
         write_png(dirs.hr / f"{name}.png", hr)
-        write_png(dirs.lr / f"{name}.png", bicubic_downscale(hr, scale))
+        write_png(dirs.lr / f"{name}.png", lr)
     return len(images)
 
 

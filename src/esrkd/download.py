@@ -50,9 +50,14 @@ class Remote:
 
 
 # The DIV2K site publishes neither hashes nor sizes, so these are pinned on first download.
-DIV2K_TRAIN_HR = Remote("http://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_train_HR.zip", "DIV2K_train_HR.zip")
-DIV2K_VALID_HR = Remote("http://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_valid_HR.zip", "DIV2K_valid_HR.zip")
-DIV2K = {"train": DIV2K_TRAIN_HR, "valid": DIV2K_VALID_HR}
+DIV2K_SITE = "http://data.vision.ee.ethz.ch/cvl/DIV2K"
+DIV2K_TRAIN_HR = Remote(f"{DIV2K_SITE}/DIV2K_train_HR.zip", "DIV2K_train_HR.zip")
+DIV2K_VALID_HR = Remote(f"{DIV2K_SITE}/DIV2K_valid_HR.zip", "DIV2K_valid_HR.zip")
+DIV2K = {"train": DIV2K_TRAIN_HR, "valid": DIV2K_VALID_HR} | {
+    # DIV2K's own bicubic LR (zip of DIV2K_{split}_LR_bicubic/X{s}/0001x{s}.png ...), for data.train_lr
+    f"{split}_lr_x{s}": Remote(f"{DIV2K_SITE}/DIV2K_{split}_LR_bicubic_X{s}.zip", f"DIV2K_{split}_LR_bicubic_X{s}.zip")
+    for split in ("train", "valid") for s in (2, 3, 4)
+}
 # Set5, Set14, B100, Urban100 (HR and bicubic LR) as the EDSR authors package them; a tar, ~250 MB.
 SR_BENCHMARK = Remote("https://cv.snu.ac.kr/research/EDSR/benchmark.tar", "benchmark.tar")
 
@@ -265,7 +270,8 @@ def fetch_div2k(
     splits: Sequence[str] = ("train", "valid"),
     progress: bool = True,
 ) -> dict[str, Path]:
-    """DIV2K's HR image folders, `raw_dir/DIV2K_train_HR` (800 PNGs) and `raw_dir/DIV2K_valid_HR` (100).
+    """DIV2K's folders by split: `raw_dir/DIV2K_train_HR` (800 PNGs), `raw_dir/DIV2K_valid_HR` (100), and
+    for an LR split such as train_lr_x4, `raw_dir/DIV2K_train_LR_bicubic_X4` (images in its X4/).
 
     The zips go to `download_dir` (default `raw_dir`) and are kept, so a re-extraction needs no download.
     """

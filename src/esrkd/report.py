@@ -265,7 +265,7 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_di
             " — a DEMO run on images scikit-image ships with a tiny schedule: it checks the pipeline, "
             "it does not reproduce the paper's numbers." if p.base.profile != "paper" else ""),
         f"- Training data: {len(p.data.train)} source(s) ({', '.join(p.data.train[:8])}{' …' if len(p.data.train) > 8 else ''}); "
-        f"LR by MATLAB-compatible bicubic x{p.base.scale}.",
+        + (f"LR as given in {', '.join(p.data.train_lr)}." if p.data.train_lr else f"LR by MATLAB-compatible bicubic x{p.base.scale}."),
         f"- Test sets: {set_text}.{_missing_sets(test_dir)}",
         f"- PSNR/SSIM on {'the Y channel of BT.601 YCbCr' if proto['y_channel'] else 'RGB'}, "
         f"{proto['crop_border']} pixels cropped from each border, data range 255 (scikit-image); "
