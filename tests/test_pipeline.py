@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -103,3 +104,33 @@ def test_two_fresh_runs_give_bitwise_equal_weights_and_metrics(repo, tmp_path):
     second = _out_hashes((other / "dvc.lock").read_text())
     assert "models/teacher" in first and "metrics/0.5" in first and "models/ablations/none-4" in first
     assert first == second
+
+
+def test_queued_experiments_train_grid_cells_in_parallel_and_repro_gathers_them(tmp_path):
+    """README's recipe: teachers once, one queued experiment per width run side by side (-j 2),
+    then the full grid's `dvc repro` takes every distill cell from DVC's run-cache."""
+    repo = _new_repo(tmp_path / "queue")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["grid"]["width"] = [2, 4]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(repo, "dvc", "repro", "prune")
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "teachers")
+    for width in (2, 4):
+        _run(repo, "dvc", "exp", "run", "--queue", "-n", f"w{width}", "-S", f"grid.width=[{width}]",
+             "-S", f"ablation.width=[{width}]")
+    _run(repo, "dvc", "queue", "start", "-j", "2")
+    for _ in range(300):  # the workers run in the background
+        status = _run(repo, "dvc", "queue", "status")
+        if not re.search(r"Queued|Running", status):
+            break
+        time.sleep(2)
+    assert re.search(r"w2\s.*Success", status) and re.search(r"w4\s.*Success", status), status
+
+    log = _run(repo, "dvc", "repro")
+    restored = re.findall(r"Stage '([^']+)' is cached - skipping run", log)
+    assert sorted(restored) == ["ablate@none-4", "ablate@output-4", "distill@0.3-2", "distill@0.3-4",
+                                "distill@0.5-2", "distill@0.5-4"]
+    assert not [s for s in _ran(log) if s.startswith(("distill", "ablate", "teacher"))]
+    t2 = pd.read_csv(repo / "reports/table2.csv")
+    assert t2.model.tolist() == ["Teacher", "Student_2", "Student_4"]
