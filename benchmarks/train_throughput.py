@@ -1,10 +1,11 @@
 """Training iterations per second of the paper-profile teacher and a student: fast path vs plain fp32.
 
 The fast path is what the stages use on CUDA (bf16 autocast, channels_last); the baseline is the
-same loop in plain fp32. Both run here, in one process, on the same batches, so the ratio is
-measured in one run. On a CPU both paths are fp32 and the ratio is ~1 (a smoke test only).
+same loop in plain fp32; `--compile` adds the fast path under torch.compile. All run here, in one
+process, on the same batches, so the ratios are measured in one run. On a CPU both paths are fp32
+and the ratio is ~1 (a smoke test only).
 
-    python benchmarks/train_throughput.py --params params.paper.yaml --iters 30
+    python benchmarks/train_throughput.py --params params.paper.yaml --iters 30 [--compile]
 """
 
 from __future__ import annotations
@@ -30,18 +31,20 @@ def _data(p: config.Params, iters: int) -> PatchDataset:
     return PatchDataset([("noise", lr, hr)], p.base.scale, p.teacher.patch_size, iters * p.teacher.batch_size, p.base.seed)
 
 
-def _its_per_second(p: config.Params, cfg, width: int | None, precision: str, iters: int, device: torch.device) -> float:
+def _its_per_second(p: config.Params, cfg, width: int | None, precision: str, iters: int, device: torch.device,
+                    compile: bool = False) -> float:
     torch.manual_seed(0)
     teacher = RRDBNet(p.teacher_arch)
     G = teacher if width is None else RRDBNet(student_args(p.teacher_arch, width))
     distiller = None if width is None else Distiller(teacher, width, p.distill_layers, 1.0, "mse")
     D = VGGStyleDiscriminator(p.disc_arch)
     cfg = cfg.model_copy(update={"warmup_iters": 0, "gan_iters": iters, "log_every": iters})
-    fit(G, D, _data(p, 2), cfg.model_copy(update={"gan_iters": 2}), device, distiller=distiller, precision=precision)  # warm-up
+    fit(G, D, _data(p, 2), cfg.model_copy(update={"gan_iters": 2}), device, distiller=distiller, precision=precision,
+        compile=compile)  # warm-up (and compilation)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    fit(G, D, _data(p, iters), cfg, device, distiller=distiller, precision=precision)
+    fit(G, D, _data(p, iters), cfg, device, distiller=distiller, precision=precision, compile=compile)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return iters / (time.perf_counter() - start)
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.paper.yaml")
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--width", type=int, default=32, help="the student width to time")
+    parser.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
     args = parser.parse_args()
     p = config.load(args.params)
     device = setup(p.base)
@@ -60,6 +64,9 @@ def main() -> None:
         plain = _its_per_second(p, cfg, width, "fp32", args.iters, device)
         fast = _its_per_second(p, cfg, width, "bf16", args.iters, device)
         rows[name] = {"fp32_it_s": round(plain, 3), "fast_it_s": round(fast, 3), "speedup": round(fast / plain, 2)}
+        if args.compile:
+            compiled = _its_per_second(p, cfg, width, "bf16", args.iters, device, compile=True)
+            rows[name] |= {"compiled_it_s": round(compiled, 3), "compiled_speedup": round(compiled / plain, 2)}
     print(json.dumps({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                       "batch": p.teacher.batch_size, "patch": p.teacher.patch_size, "blocks": p.net.num_block, **rows}, indent=2))
 

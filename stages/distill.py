@@ -37,9 +37,9 @@ def main() -> None:
     print(f"distill: perceptual loss {status}", file=sys.stderr)
     state = resume_file(args.out)
     run_id = fingerprint(p.base, cfg, args.width, args.mode, p.distill_layers, status, files_digest(args.teacher, args.disc, args.data))
-    result = fit(G, D, patch_dataset(args.data, cfg, p.base), cfg, device, perceptual, distiller,
+    result = fit(G, D, patch_dataset(args.data, cfg, p), cfg, device, perceptual, distiller,
                  desc=f"distill {args.width}", state_file=state, fingerprint=run_id,
-                 precision=p.base.precision, world=world)
+                 precision=p.base.precision, world=world, compile=p.base.compile)
     meta = {
         **teacher_meta,
         "role": "student",

@@ -20,8 +20,10 @@ def main() -> None:
     args = parser.parse_args()
     p = config.load()
     with atomic_dir(args.out) as tmp:
-        n = prepare_set(p.data.train, p.base.scale, tmp / "train", p.teacher.patch_size, p.data.train_lr)
-        print(f"train: {n} images")
+        sub = p.data.train_subimages
+        n = prepare_set(p.data.train, p.base.scale, tmp / "train", p.teacher.patch_size, p.data.train_lr,
+                        (sub.size, sub.step) if sub else None)
+        print(f"train: {n} {'sub-' if sub else ''}images")
         prepared, missing = {}, {}
         for name, sources in p.data.test.items():
             if gone := missing_folders(sources):

@@ -30,9 +30,9 @@ def main() -> None:
     state = resume_file(args.out)
     inputs = [args.data, p.teacher.init] if p.teacher.init else [args.data]
     run_id = fingerprint(p.base, p.net, p.teacher, status, files_digest(*inputs))
-    result = fit(G, D, patch_dataset(args.data, p.teacher, p.base), p.teacher, device, perceptual,
+    result = fit(G, D, patch_dataset(args.data, p.teacher, p), p.teacher, device, perceptual,
                  desc="teacher", state_file=state, fingerprint=run_id,
-                 precision=p.base.precision, world=world)
+                 precision=p.base.precision, world=world, compile=p.base.compile)
     meta = {"role": "teacher", "init": p.teacher.init, "log": str(args.out / "log"),
             "teacher_iters": {"warmup": p.teacher.warmup_iters, "gan": p.teacher.gan_iters},
             "perceptual": status}

@@ -21,7 +21,7 @@ def test_demo_and_paper_profiles_validate():
 
 def test_profiles_have_the_same_keys():
     def keys(d, prefix=""):
-        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) and k != "test" for x in keys(v, f"{prefix}{k}.")}
+        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) and k not in ("test", "train_subimages") for x in keys(v, f"{prefix}{k}.")}
 
     demo = yaml.safe_load((ROOT / "params.yaml").read_text())
     paper = yaml.safe_load((ROOT / "params.paper.yaml").read_text())
@@ -74,6 +74,9 @@ def test_out_of_range_is_named(demo_params):
         (lambda d: d["teacher"].update(patch_size=40), "teacher.patch_size: 40 must be a multiple of 32"),
         (lambda d: d["distill"].update(layers=[0, 5]), "distill.layers: [5] are not RRDB blocks 0..1"),
         (lambda d: d["data"]["test"].update({"../x": ["skimage:coffee"]}), "data.test.../x.[key]"),
+        (lambda d: d["data"].update(train_subimages={"size": 30, "step": 16}),
+         "data.train_subimages: size 30 and step 16 must be multiples of base.scale, and size at least teacher.patch_size (32)"),
+        (lambda d: d["data"].update(train_subimages={"size": 32, "step": 0}), "data.train_subimages.step: Input should be greater than 0"),
     ],
 )
 def test_cross_field_checks(demo_params, change, expected):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from esrkd.data import (DataError, PatchDataset, bicubic_downscale, crop_to_scale, load_pairs, prepare_set,
-                        read_image, write_png)
+                        read_image, subimage_boxes, write_png)
 
 
 def _matlab_weights(in_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +97,44 @@ def test_prepare_set_takes_the_users_own_lr_images_div2k_style(tmp_path):
     write_png(lr_dir / "0002x4.png", np.zeros((9, 10, 3), np.uint8))
     with pytest.raises(DataError, match=r"0002x4.png: 10x9 is not its HR image's 40x40 / 4"):
         prepare_set([str(hr_dir)], 4, tmp_path / "out3", lr_sources=[str(lr_dir)])
+
+
+def test_subimage_boxes_follow_basicsr_extract_subimages():
+    # A DIV2K image of 2040x1356 with BasicSR's 480/240: rows at 0, 240, 480, 720 and one flush with
+    # the bottom edge (876); columns at 0, 240, ..., 1440 and one flush with the right edge (1560).
+    # (BasicSR's DIV2K_train_HR_sub: 32,592 crops of 800 images, ~40 each.)
+    boxes = subimage_boxes(1356, 2040, 480, 240)
+    assert len(boxes) == 5 * 8
+    assert sorted({b[0] for b in boxes}) == [0, 240, 480, 720, 876]
+    assert sorted({b[1] for b in boxes}) == [0, 240, 480, 720, 960, 1200, 1440, 1560]
+    assert subimage_boxes(960, 720, 480, 240) == [(t, l, 480, 480) for t in (0, 240, 480) for l in (0, 240)]  # exact fit
+    assert all(b[2:] == (480, 480) for b in boxes)
+    assert subimage_boxes(300, 500, 480, 240) == [(0, 0, 300, 480), (0, 20, 300, 480)]  # a short side is kept whole
+
+
+def test_prepare_set_cuts_aligned_subimages(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    image = np.random.default_rng(2).integers(0, 256, (72, 104, 3), dtype=np.uint8)
+    write_png(src / "img.png", image)
+    assert prepare_set([str(src)], 4, tmp_path / "out", subimages=(32, 16)) == 4 * 6  # rows 0,16,32,40; cols 0..64,72
+    lr_whole = bicubic_downscale(image, 4)
+    pairs = {name: (lr, hr) for name, lr, hr in load_pairs(tmp_path / "out", 4)}
+    assert sorted(pairs)[:2] == ["img_s001", "img_s002"] and len(pairs) == 24
+    lr, hr = pairs["img_s008"]  # second row (top 16), second column (left 16)
+    assert (hr == image[16:48, 16:48]).all() and (lr == lr_whole[4:12, 4:12]).all()  # LR of the whole, then cut
+    lr, hr = pairs["img_s024"]  # flush with the bottom-right corner
+    assert (hr == image[40:72, 72:104]).all() and (lr == lr_whole[10:18, 18:26]).all()
+
+
+def test_patches_read_from_disk_equal_patches_from_memory(tmp_path):
+    prepare_set(["skimage:astronaut", "skimage:chelsea"], 4, tmp_path / "out", subimages=(128, 64))
+    in_memory = PatchDataset(load_pairs(tmp_path / "out", 4), 4, 32, 20, seed=3)
+    on_disk = PatchDataset(load_pairs(tmp_path / "out", 4, decode=False), 4, 32, 20, seed=3)
+    assert isinstance(on_disk.pairs[0][1], type(tmp_path))
+    for k in range(20):
+        (a_lr, a_hr), (b_lr, b_hr) = in_memory[k], on_disk[k]
+        assert torch.equal(a_lr, b_lr) and torch.equal(a_hr, b_hr)
 
 
 def test_patch_dataset_is_aligned_and_deterministic():

@@ -33,6 +33,7 @@ class Base(_Block):
     threads: int = Field(ge=0)  # torch CPU threads; 0 keeps torch's default
     nproc: int = Field(ge=1)  # training processes (torchrun, data-parallel); batch_size must divide by it
     precision: Literal["fp32", "bf16"]  # training on CUDA: bf16 = bf16 autocast + channels_last; CPU is always fp32
+    compile: bool  # torch.compile G's and D's forward passes in training (pays off on long GPU runs)
 
 
 class Grid(_Block):
@@ -43,12 +44,20 @@ class Grid(_Block):
 SetName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]  # used as a folder name
 
 
+class SubImages(_Block):
+    size: int = Field(gt=0)  # HR sub-image side; a multiple of base.scale, at least teacher.patch_size
+    step: int = Field(gt=0)  # HR stride between sub-images; a multiple of base.scale
+
+
 class Data(_Block):
     # Each source is a folder of HR images or "skimage:<name>" for an image scikit-image ships.
     train: list[str] = Field(min_length=1)
     # null: LR = MATLAB bicubic of HR; or folders of ready LR images named like their HR image
     # (`0001x4.png` or `0001.png`), e.g. DIV2K_train_LR_bicubic/X4 (`esrkd download div2k --lr 4`)
     train_lr: list[str] | None = Field(min_length=1)
+    # null, or BasicSR's extract_subimages step (DIV2K: size 480, step 240): the train set is stored as
+    # overlapping sub-images, so patches are drawn uniformly over image area, as BasicSR draws them
+    train_subimages: SubImages | None
     test: dict[SetName, list[str]] = Field(min_length=1)  # test-set name -> its sources
     degradation: Literal["matlab_bicubic"]  # how LR is made from HR (DIV2K's convention)
 
@@ -127,6 +136,10 @@ class Params(_Block):
                 raise ValueError(f"{name}.batch_size: {block.batch_size} must be divisible by base.nproc ({self.base.nproc})")
             if block.warmup_iters + block.gan_iters == 0 and not (name == "teacher" and self.teacher.init):
                 raise ValueError(f"{name}: warmup_iters + gan_iters must be at least 1 (0 only with teacher.init)")
+        sub = self.data.train_subimages
+        if sub is not None and (sub.size % self.base.scale or sub.step % self.base.scale or sub.size < self.teacher.patch_size):
+            raise ValueError(f"data.train_subimages: size {sub.size} and step {sub.step} must be multiples of base.scale, "
+                             f"and size at least teacher.patch_size ({self.teacher.patch_size})")
         if self.ablation.prune not in self.grid.prune:
             raise ValueError(f"ablation.prune: {self.ablation.prune} is not one of grid.prune {self.grid.prune}")
         if not set(self.ablation.width) <= set(self.grid.width):

@@ -150,17 +150,34 @@ def _given_lr(lr_sources: list[str], scale: int) -> dict[str, Path]:
     return files
 
 
-def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0, lr_sources: list[str] | None = None) -> int:
-    """Write out/HR/<name>.png (mod-cropped) and out/LR/<name>.png; return the count.
+def _starts(length: int, size: int, step: int) -> list[int]:
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, step))
+    return starts if starts[-1] + size == length else [*starts, length - size]  # the last one flush with the edge
+
+
+def subimage_boxes(height: int, width: int, size: int, step: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of BasicSR's extract_subimages crops (threshold 0): a `size` window
+    every `step` pixels, plus one flush with the bottom/right edge; a side shorter than `size` is kept whole."""
+    return [(top, left, min(size, height), min(size, width))
+            for top in _starts(height, size, step) for left in _starts(width, size, step)]
+
+
+def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0, lr_sources: list[str] | None = None,
+                subimages: tuple[int, int] | None = None) -> int:
+    """Write out/HR/<name>.png (mod-cropped) and out/LR/<name>.png; return the number of pairs.
 
     LR is the MATLAB bicubic /scale of HR, or, with `lr_sources`, the user's own LR image of the same
-    name (e.g. DIV2K_train_LR_bicubic/X4), which must be HR's size / scale.
+    name (e.g. DIV2K_train_LR_bicubic/X4), which must be HR's size / scale. With `subimages` (size,
+    step), both multiples of `scale`, each pair is cut into aligned sub-images <name>_s001.png, ...
     """
     images = load_sources(sources)
     given = _given_lr(lr_sources, scale) if lr_sources else None
     dirs = PreparedSet.at(out)
     dirs.hr.mkdir(parents=True)
     dirs.lr.mkdir(parents=True)
+    count = 0
     for name, image in images:
         hr = crop_to_scale(image, scale)
         if min(hr.shape[:2]) < max(min_hr_side, scale):
@@ -177,23 +194,43 @@ def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0,
             if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
                 raise DataError(f"{given[name]}: {lr.shape[1]}x{lr.shape[0]} is not its HR image's "
                                 f"{image.shape[1]}x{image.shape[0]} / {scale}; use LR images made from these HR images.")
-        write_png(dirs.hr / f"{name}.png", hr)
-        write_png(dirs.lr / f"{name}.png", lr)
-    return len(images)
+        if subimages is None:
+            write_png(dirs.hr / f"{name}.png", hr)
+            write_png(dirs.lr / f"{name}.png", lr)
+            count += 1
+            continue
+        for i, (top, left, h, w) in enumerate(subimage_boxes(*hr.shape[:2], *subimages), start=1):
+            write_png(dirs.hr / f"{name}_s{i:03d}.png", hr[top : top + h, left : left + w])
+            write_png(dirs.lr / f"{name}_s{i:03d}.png", lr[top // scale : (top + h) // scale, left // scale : (left + w) // scale])
+            count += 1
+    return count
 
 
-def load_pairs(root: Path, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, lr, hr) for a prepared set, checked to fit each other at `scale`."""
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file's header, without decoding it."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: cannot be read as an image ({err}); re-run the prepare stage.") from None
+
+
+Pair = tuple[str, np.ndarray | Path, np.ndarray | Path]  # (name, LR, HR): decoded images, or their files
+
+
+def load_pairs(root: Path, scale: int, decode: bool = True) -> list[Pair]:
+    """(name, lr, hr) for a prepared set, checked to fit each other at `scale`; with decode=False the
+    images stay on disk and (name, lr_file, hr_file) come back, to be read when sampled."""
     dirs = PreparedSet.at(root)
     pairs = []
     for hr_path in list_images(dirs.hr):
         lr_path = dirs.lr / hr_path.name
         if not lr_path.is_file():
             raise DataError(f"{lr_path}: missing LR image for {hr_path}; re-run the prepare stage.")
-        hr, lr = read_image(hr_path), read_image(lr_path)
-        if hr.shape != (lr.shape[0] * scale, lr.shape[1] * scale, 3):
-            raise DataError(f"{lr_path}: {lr.shape[1]}x{lr.shape[0]} is not HR {hr.shape[1]}x{hr.shape[0]} / {scale}; re-run prepare.")
-        pairs.append((hr_path.stem, lr, hr))
+        (h, w), (lh, lw) = image_size(hr_path), image_size(lr_path)
+        if (h, w) != (lh * scale, lw * scale):
+            raise DataError(f"{lr_path}: {lw}x{lh} is not HR {w}x{h} / {scale}; re-run prepare.")
+        pairs.append((hr_path.stem, read_image(lr_path), read_image(hr_path)) if decode else (hr_path.stem, lr_path, hr_path))
     return pairs
 
 
@@ -211,12 +248,14 @@ class PatchDataset(Dataset):
     """Aligned random LR/HR patches with flips and 90-degree rotations.
 
     Sample k is a pure function of (seed, k): the k-th patch is the same whatever the worker count,
-    and a run can restart at any position of the stream.
+    and a run can restart at any position of the stream. Pairs given as files are read when drawn
+    (BasicSR's way with sub-images: little memory, however many processes and workers).
     """
 
-    def __init__(self, pairs: list[tuple[str, np.ndarray, np.ndarray]], scale: int, hr_patch: int, num_samples: int, seed: int):
+    def __init__(self, pairs: list[Pair], scale: int, hr_patch: int, num_samples: int, seed: int):
         lr_patch = hr_patch // scale
-        small = [name for name, lr, _ in pairs if min(lr.shape[:2]) < lr_patch]
+        self.lr_sizes = [lr.shape[:2] if isinstance(lr, np.ndarray) else image_size(lr) for _, lr, _ in pairs]
+        small = [name for (name, _, _), size in zip(pairs, self.lr_sizes) if min(size) < lr_patch]
         if small:
             raise DataError(f"training images {small} are smaller than the {hr_patch}-pixel HR patch; remove them or lower patch_size.")
         self.pairs, self.scale, self.lr_patch = pairs, scale, lr_patch
@@ -227,9 +266,12 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, k])
-        _, lr, hr = self.pairs[rng.integers(len(self.pairs))]
-        p, s = self.lr_patch, self.scale
-        top, left = rng.integers(lr.shape[0] - p + 1), rng.integers(lr.shape[1] - p + 1)
+        i = rng.integers(len(self.pairs))
+        p, s, (h, w) = self.lr_patch, self.scale, self.lr_sizes[i]
+        top, left = rng.integers(h - p + 1), rng.integers(w - p + 1)
+        _, lr, hr = self.pairs[i]
+        if isinstance(lr, Path):
+            lr, hr = read_image(lr), read_image(hr)
         lr = lr[top : top + p, left : left + p]
         hr = hr[top * s : (top + p) * s, left * s : (left + p) * s]
         hflip, vflip, rot90 = rng.integers(2, size=3)

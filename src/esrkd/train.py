@@ -51,10 +51,15 @@ def learning_rate(it: int, cfg: config.Train) -> float:
     return cfg.lr * 0.5 ** sum(it > m for m in cfg.lr_milestones)
 
 
-def patch_dataset(train_dir: Path, cfg: config.Train, base: config.Base) -> PatchDataset:
-    """The (LR, HR) patches of a whole run: (warmup_iters + gan_iters) x batch_size samples."""
-    iters = cfg.warmup_iters + cfg.gan_iters
-    return PatchDataset(load_pairs(train_dir, base.scale), base.scale, cfg.patch_size, iters * cfg.batch_size, base.seed)
+def patch_dataset(train_dir: Path, cfg: config.Train, p: config.Params) -> PatchDataset:
+    """The (LR, HR) patches of a whole run: (warmup_iters + gan_iters) x batch_size samples.
+
+    Whole images are decoded once and kept in memory; sub-images (data.train_subimages) are read from
+    disk when drawn, as BasicSR does. Either way sample k is the same.
+    """
+    iters, base = cfg.warmup_iters + cfg.gan_iters, p.base
+    pairs = load_pairs(train_dir, base.scale, decode=p.data.train_subimages is None)
+    return PatchDataset(pairs, base.scale, cfg.patch_size, iters * cfg.batch_size, base.seed)
 
 
 def _batches(data: PatchDataset, cfg: config.Train, device: torch.device, start_iter: int, world: World) -> DataLoader:
@@ -119,6 +124,7 @@ def fit(
     fingerprint: str = "",
     precision: str = "fp32",
     world: World = World(),
+    compile: bool = False,
 ) -> Fit:
     """Train G (and D in the GAN phase) in place; return G's EMA and the logged losses.
 
@@ -126,6 +132,8 @@ def fit(
     iterations (atomically), and a later call with the same `fingerprint` continues from it.
     precision "bf16" on CUDA runs the forward passes under bf16 autocast with channels_last tensors
     (weights and optimiser state stay fp32, so no loss scaling is needed); the CPU runs fp32.
+    `compile` runs G's and D's forward passes through torch.compile (same math, fused kernels; the
+    first iterations pay for compilation).
     With a `world` of several processes, each takes its slice of every batch, gradients are
     averaged across them, and only rank 0 writes checkpoints.
     """
@@ -148,6 +156,9 @@ def fit(
     if distiller is not None:
         modules["adapters"] = distiller.adapters
     result = Fit(ema.module)
+    # Compiled callables share G's and D's parameters; the modules themselves (state dicts, EMA) stay plain.
+    g_forward = torch.compile(G.forward_features) if compile else G.forward_features
+    d_forward = torch.compile(D) if compile else D
 
     if state_file is not None and state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=False)
@@ -174,14 +185,14 @@ def fit(
         # ---- generator step (D frozen) ----
         D.requires_grad_(False)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-            sr, feats = G.forward_features(lr, layers)
+            sr, feats = g_forward(lr, layers)
             logs["l_pix"] = F.l1_loss(sr, hr)
             if gan_phase:
                 loss = cfg.l1_weight * logs["l_pix"]
                 if perceptual is not None and cfg.perceptual_weight > 0:
                     logs["l_percep"] = perceptual(sr, hr)
                     loss = loss + cfg.perceptual_weight * logs["l_percep"]
-                logs["l_g_gan"] = ragan_loss(D(sr), D(hr).detach())
+                logs["l_g_gan"] = ragan_loss(d_forward(sr), d_forward(hr).detach())
                 loss = loss + cfg.gan_weight * logs["l_g_gan"]
             else:
                 loss = logs["l_pix"]
@@ -199,7 +210,7 @@ def fit(
         if gan_phase:
             D.requires_grad_(True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-                logs["l_d"] = ragan_loss(D(hr), D(sr.detach()))
+                logs["l_d"] = ragan_loss(d_forward(hr), d_forward(sr.detach()))
             opt_d.zero_grad(set_to_none=True)
             logs["l_d"].backward()
             average_gradients(list(D.parameters()), world)
