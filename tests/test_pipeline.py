@@ -36,6 +36,7 @@ def _new_repo(repo: Path) -> Path:
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")) if src.is_dir() else shutil.copy(src, dst)
     params = tiny()
     params["data"]["test"]["MIV"] = ["data/raw/MIV"]  # not public: skipped, and the report says so
+    params["data"]["train_subimages"] = {"size": 128, "step": 64}  # astronaut (512x512): 7 x 7, read when drawn
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(repo, "git", "init", "-q")
     _run(repo, "git", "config", "user.name", "esrkd test")
@@ -73,6 +74,7 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
         assert m["lpips_status"].startswith("unavailable:") or m["lpips_status"] == "available"
         assert m["flops"] > 0 and m["flops_input"] == "1x3x128x128"
         assert json.loads((repo / f"timings/{model}.json").read_text())["median_ms"] > 0
+    assert len(list((repo / "data/prepared/train/HR").iterdir())) == 49
     pruned = json.loads((repo / "models/pruned/0.5/prune.json").read_text())
     assert pruned["zero_weights"] == round(0.5 * pruned["prunable_weights"])
     assert not list(repo.rglob(".*.tmp-*"))  # nothing half-written left behind
