@@ -74,6 +74,7 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
     assert ("| Student_16 |         0.16 | 26.66 (25.98, +0.68) | 0.7500 (0.7800, -0.0300) "
             "| 100.00 (104.99, -4.99)  | n/a (0.2300) |") in md
     assert "A (2 images), B (1 images)" in md and "4 pixels cropped" in md
+    assert "- VGG perceptual loss: teacher: unavailable: test; student: unavailable: test." in md
     assert (out / "quality_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "table1.png").is_file() and "| features       |" in md and "(+2.16)" in md
 

