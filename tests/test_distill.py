@@ -127,3 +127,19 @@ def test_compiled_training_follows_the_eager_run(demo_params):
     # D took one Adam step, which moves a weight by ~lr whatever the gradient's size: a near-zero
     # gradient that differs in its last bits may move it the other way.
     assert all(torch.allclose(d0[k].float(), d1[k].float(), atol=2 * cfg.lr) for k in d0)
+
+
+def test_ema_starts_from_g_and_averages_every_step_as_basicsr(demo_params):
+    # decay 0.5 over one iteration: ema = 0.5 * G_before + 0.5 * G_after, for every weight.
+    demo_params["teacher"].update(warmup_iters=1, gan_iters=0, batch_size=2, ema_decay=0.5)
+    cfg = config.parse(demo_params).teacher
+    torch.manual_seed(0)
+    G = RRDBNet(RRDBArgs(num_feat=4, num_block=1, num_grow_ch=4))
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=2, seed=0)
+    result = fit(G, VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32)), data, cfg, torch.device("cpu"))
+    after, ema = G.state_dict(), result.ema.state_dict()
+    assert not torch.equal(before["conv_first.weight"], after["conv_first.weight"])
+    for k in before:
+        assert torch.allclose(ema[k], 0.5 * before[k] + 0.5 * after[k], atol=1e-7), k

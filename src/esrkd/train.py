@@ -8,6 +8,7 @@ checkpointed so that a killed run continues where it stopped, with bitwise-ident
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from dvclive import Live
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -150,12 +151,15 @@ def fit(
     broadcast_parameters([G, D, *([distiller.adapters] if distiller is not None else [])], world)
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
-    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    # BasicSR's EMA: a copy of G at the start, then ema = decay * ema + (1 - decay) * G after every step,
+    # by torch's foreach EMA kernel. (AveragedModel itself would sync host and device on every update.)
+    ema = copy.deepcopy(G).requires_grad_(False)
+    ema_update, ema_params, live_params = get_ema_multi_avg_fn(cfg.ema_decay), list(ema.parameters()), list(G.parameters())
     layers = distiller.layers if distiller is not None else []
     modules = {"G": G, "D": D, "ema": ema, "opt_g": opt_g, "opt_d": opt_d}
     if distiller is not None:
         modules["adapters"] = distiller.adapters
-    result = Fit(ema.module)
+    result = Fit(ema)
     # Compiled callables share G's and D's parameters; the modules themselves (state dicts, EMA) stay plain.
     g_forward = torch.compile(G.forward_features) if compile else G.forward_features
     d_forward = torch.compile(D) if compile else D
@@ -204,7 +208,7 @@ def fit(
         loss.backward()
         average_gradients(g_params, world)
         opt_g.step()
-        ema.update_parameters(G)
+        ema_update(ema_params, live_params, None)
 
         # ---- discriminator step ----
         if gan_phase:
