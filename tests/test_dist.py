@@ -1,5 +1,6 @@
 """Data-parallel training: two CPU processes (gloo) give the single-process result of the same global batch."""
 
+import socket
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import torch
 import yaml
 
 from esrkd.data import prepare_set
-from esrkd.dist import World, shard
+from esrkd.dist import World, average_gradients, shard
 
 from .conftest import ROOT
 
@@ -20,6 +21,28 @@ def test_shard_splits_every_global_batch():
     assert shard(8, 12, 4, World(0, 1)) == [8, 9, 10, 11]
     with pytest.raises(ValueError, match="batch_size 3 must be divisible by the 2 training processes"):
         shard(0, 6, 3, World(0, 2))
+
+
+def _average_on_rank(rank: int, port: int, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    params = [torch.zeros(2, 3, requires_grad=True), torch.zeros(4, requires_grad=True), torch.zeros(1, requires_grad=True)]
+    params[0].grad = torch.full((2, 3), 1.0 + 2 * rank)  # rank 0: 1, rank 1: 3 -> mean 2
+    params[1].grad = torch.arange(4.0) * (rank + 1)  # mean 1.5 * [0, 1, 2, 3]
+    average_gradients(params, World(rank, 2))  # params[2] has no gradient: left alone
+    torch.save([p.grad for p in params], f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_gradients_are_averaged_over_ranks_tensor_by_tensor(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_average_on_rank, args=(port, str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        grads = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(grads[0], torch.full((2, 3), 2.0))
+        assert torch.equal(grads[1], torch.tensor([0.0, 1.5, 3.0, 4.5]))
+        assert grads[2] is None
 
 
 def _teacher(tmp_path, params, out):

@@ -57,11 +57,14 @@ def broadcast_parameters(modules: list[nn.Module], world: World) -> None:
 
 def average_gradients(params: list[torch.Tensor], world: World) -> None:
     """Make each gradient the mean over ranks: the gradient of the whole global batch."""
-    if world.size > 1:
-        for p in params:
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad.div_(world.size)
+    grads = [p.grad for p in params if p.grad is not None]
+    if world.size > 1 and grads:
+        # One collective over a flat copy instead of one per tensor (a 23-block RRDBNet has ~350),
+        # as DDP's gradient buckets do.
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat.div_(world.size)
+        torch._foreach_copy_(grads, [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)])
 
 
 def mean_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
