@@ -113,17 +113,20 @@ def test_compiled_training_follows_the_eager_run(demo_params):
     runs = []
     for compile in (False, True):
         torch.manual_seed(0)
-        G = RRDBNet(RRDBArgs(num_feat=4, num_block=1, num_grow_ch=4))
+        teacher = _teacher()
+        G = RRDBNet(student_args(teacher.args, 4))
         D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
+        distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
         data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=6, seed=0)
-        result = fit(G, D, data, cfg, torch.device("cpu"), compile=compile)
-        runs.append((result, G.state_dict(), D.state_dict()))
-    (eager, g0, d0), (compiled, g1, d1) = runs
+        result = fit(G, D, data, cfg, torch.device("cpu"), distiller=distiller, compile=compile)
+        runs.append((result, G.state_dict(), D.state_dict(), distiller.adapters.state_dict()))
+    (eager, g0, d0, a0), (compiled, g1, d1, a1) = runs
     assert list(g0) == list(g1) and list(d0) == list(d1)  # plain modules: no "_orig_mod." keys saved
-    assert [it for it, _ in compiled.history] == [1, 2, 3] and "gan/l_d" in compiled.history[2][1]
+    assert [it for it, _ in compiled.history] == [1, 2, 3] and {"gan/l_d", "gan/l_distill"} <= set(compiled.history[2][1])
     for (_, a), (_, b) in zip(eager.history, compiled.history):
         assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6) for k in a)
-    assert all(torch.allclose(g0[k], g1[k], atol=1e-5) for k in g0)
+    for before, after in ((g0, g1), (a0, a1)):
+        assert all(torch.allclose(before[k], after[k], atol=1e-5) for k in before)
     # D took one Adam step, which moves a weight by ~lr whatever the gradient's size: a near-zero
     # gradient that differs in its last bits may move it the other way.
     assert all(torch.allclose(d0[k].float(), d1[k].float(), atol=2 * cfg.lr) for k in d0)

@@ -33,7 +33,7 @@ class Base(_Block):
     threads: int = Field(ge=0)  # torch CPU threads; 0 keeps torch's default
     nproc: int = Field(ge=1)  # training processes (torchrun, data-parallel); batch_size must divide by it
     precision: Literal["fp32", "bf16"]  # training on CUDA: bf16 = bf16 autocast + channels_last; CPU is always fp32
-    compile: bool  # torch.compile G's and D's forward passes in training (pays off on long GPU runs)
+    compile: bool  # torch.compile G, D and the distiller in training (pays off on long GPU runs)
 
 
 class Grid(_Block):

@@ -133,8 +133,8 @@ def fit(
     iterations (atomically), and a later call with the same `fingerprint` continues from it.
     precision "bf16" on CUDA runs the forward passes under bf16 autocast with channels_last tensors
     (weights and optimiser state stay fp32, so no loss scaling is needed); the CPU runs fp32.
-    `compile` runs G's and D's forward passes through torch.compile (same math, fused kernels; the
-    first iterations pay for compilation).
+    `compile` runs the forward passes of G, D and the distiller (teacher included) through
+    torch.compile (same math, fused kernels; the first iterations pay for compilation).
     With a `world` of several processes, each takes its slice of every batch, gradients are
     averaged across them, and only rank 0 writes checkpoints.
     """
@@ -160,9 +160,11 @@ def fit(
     if distiller is not None:
         modules["adapters"] = distiller.adapters
     result = Fit(ema)
-    # Compiled callables share G's and D's parameters; the modules themselves (state dicts, EMA) stay plain.
-    g_forward = torch.compile(G.forward_features) if compile else G.forward_features
-    d_forward = torch.compile(D) if compile else D
+    # Compiled callables share the modules' parameters; the modules themselves (state dicts, EMA) stay plain.
+    g_forward, d_forward, distill_forward = G.forward_features, D, distiller
+    if compile:
+        g_forward, d_forward = torch.compile(G.forward_features), torch.compile(D)
+        distill_forward = torch.compile(distiller) if distiller is not None else None
 
     if state_file is not None and state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=False)
@@ -201,7 +203,7 @@ def fit(
             else:
                 loss = logs["l_pix"]
             if distiller is not None:
-                logs["l_distill"] = distiller(lr, sr, feats)
+                logs["l_distill"] = distill_forward(lr, sr, feats)
                 loss = loss + distiller.weight * logs["l_distill"]
         logs["l_g_total"] = loss
         opt_g.zero_grad(set_to_none=True)
