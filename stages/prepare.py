@@ -19,6 +19,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to hold train/ and test/<set>/")
     args = parser.parse_args()
     p = config.load()
+    for key, sources in (("data.train", p.data.train), ("data.train_lr", p.data.train_lr or [])):
+        if gone := missing_folders(sources):
+            raise DataError(f"params.yaml {key}: {', '.join(gone)} not found; `esrkd download div2k` (--lr 4 for "
+                            "DIV2K's LR) fetches DIV2K into data/raw (see data/raw/README.md), or fix the path.")
     with atomic_dir(args.out) as tmp:
         sub = p.data.train_subimages
         n = prepare_set(p.data.train, p.base.scale, tmp / "train", p.teacher.patch_size, p.data.train_lr,

@@ -121,6 +121,13 @@ def test_empty_and_missing_folders(tmp_path, monkeypatch, capsys, tiny_params):
     _assert_refused(code, err, "data.test: none of the test sets ['MIV', 'gone'] was found", out=tmp_path / "prepared")
 
 
+def test_missing_training_data_says_how_to_download_it(tmp_path, monkeypatch, capsys, tiny_params):
+    tiny_params["data"]["train_lr"] = ["data/raw/DIV2K_train_LR_bicubic_X4/X4"]
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb()})
+    _assert_refused(code, err, "params.yaml data.train_lr: data/raw/DIV2K_train_LR_bicubic_X4/X4 not found; "
+                    "`esrkd download div2k` (--lr 4 for DIV2K's LR) fetches DIV2K into data/raw", out=tmp_path / "prepared")
+
+
 def test_a_missing_test_set_is_skipped_and_listed(tmp_path, monkeypatch, capsys, tiny_params):
     tiny_params["data"]["test"] = {"tiny": ["skimage:chelsea"], "MIV": ["data/raw/MIV"]}
     code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb()})
