@@ -261,7 +261,8 @@ def _missing_sets(test_dir: Path | None) -> str:
     missing = json.loads(listing.read_text())["missing"] if listing is not None and listing.is_file() else {}
     if not missing:
         return ""
-    return " Not run (folder not found): " + ", ".join(f"{name} ({', '.join(paths)})" for name, paths in missing.items()) + "."
+    return (" Not run (folder not found): " + ", ".join(f"{name} ({', '.join(paths)})" for name, paths in missing.items())
+            + ". Averages cover the sets that ran only, so they are not averages over the same sets as the paper's.")
 
 
 def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_dir: Path | None = None) -> str:
