@@ -10,7 +10,7 @@ from pathlib import Path
 
 from esrkd import config
 from esrkd.cli import run
-from esrkd.data import DataError, missing_folders, prepare_set
+from esrkd.data import DataError, missing_folders, prepare_set, prepare_test_sets
 from esrkd.outputs import atomic_dir, write_json
 
 
@@ -28,18 +28,13 @@ def main() -> None:
         n = prepare_set(p.data.train, p.base.scale, tmp / "train", p.teacher.patch_size, p.data.train_lr,
                         (sub.size, sub.step) if sub else None)
         print(f"train: {n} {'sub-' if sub else ''}images")
-        prepared, missing = {}, {}
-        for name, sources in p.data.test.items():
-            if gone := missing_folders(sources):
-                missing[name] = gone
-                print(f"test/{name}: skipped, {', '.join(gone)} not found (add the set there or remove it from data.test)",
-                      file=sys.stderr)
-                continue
-            prepared[name] = prepare_set(sources, p.base.scale, tmp / "test" / name)
-            print(f"test/{name}: {prepared[name]} images")
-        if not prepared:
-            raise DataError(f"params.yaml data.test: none of the test sets {sorted(missing)} was found; add at least one folder.")
-        write_json(tmp / "test" / "sets.json", {"prepared": prepared, "missing": missing})
+        listing = prepare_test_sets(p.data.test, p.base.scale, tmp / "test")
+        for name, n in listing["prepared"].items():
+            print(f"test/{name}: {n} images")
+        for name, gone in listing["missing"].items():
+            print(f"test/{name}: skipped, {', '.join(gone)} not found (add the set there or remove it from data.test)",
+                  file=sys.stderr)
+        write_json(tmp / "test" / "sets.json", listing)
 
 
 if __name__ == "__main__":

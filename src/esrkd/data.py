@@ -206,6 +206,20 @@ def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0,
     return count
 
 
+def prepare_test_sets(test: dict[str, list[str]], scale: int, out: Path) -> dict[str, dict]:
+    """Prepare each named test set into out/<name>, skipping a set whose folder is missing; return
+    {"prepared": {name: count}, "missing": {name: folders}}, as out/sets.json holds it."""
+    listing: dict[str, dict] = {"prepared": {}, "missing": {}}
+    for name, sources in test.items():
+        if gone := missing_folders(sources):
+            listing["missing"][name] = gone
+        else:
+            listing["prepared"][name] = prepare_set(sources, scale, out / name)
+    if not listing["prepared"]:
+        raise DataError(f"params.yaml data.test: none of the test sets {sorted(listing['missing'])} was found; add at least one folder.")
+    return listing
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(height, width) from the file's header, without decoding it."""
     try:
