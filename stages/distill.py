@@ -33,7 +33,7 @@ def main() -> None:
     G = RRDBNet(student_args(teacher.args, args.width))
     use_teacher = args.mode != "none" and cfg.distill_weight > 0
     distiller = Distiller(teacher, args.width, p.distill_layers, cfg.distill_weight, cfg.feature_loss, args.mode) if use_teacher else None
-    perceptual, status = load_perceptual_loss(cfg.perceptual_weight, "distill.perceptual_weight")
+    perceptual, status = load_perceptual_loss(cfg.perceptual_weight, cfg.perceptual_net, "distill.perceptual_weight")
     print(f"distill: perceptual loss {status}", file=sys.stderr)
     state = resume_file(args.out)
     run_id = fingerprint(p.base, cfg, args.width, args.mode, p.distill_layers, status, files_digest(args.teacher, args.disc, args.data))

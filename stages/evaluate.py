@@ -35,7 +35,7 @@ def main() -> None:
             net, meta = load_generator(path)
             name = model_name(meta)
             result = evaluate(net, args.test, p.base.scale, p.crop_border, p.evaluate.y_channel, device,
-                              images_dir / name, inception, lpips)
+                              images_dir / name, inception, p.evaluate.fid, p.evaluate.fid_patch_size, lpips)
             result.update(flops=flops(net, (1, 3, side, side)), flops_input=f"1x3x{side}x{side}")
             write_json(metrics_dir / f"{name}.json", {"model": meta, "weights": str(path), "lpips_status": lpips_status, **result})
             write_json(timings_dir / f"{name}.json", {"model": meta, **latency(net, (1, 3, side, side), device, warmup=1, repeats=p.evaluate.latency_repeats)})

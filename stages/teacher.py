@@ -10,7 +10,7 @@ from esrkd.cli import run
 from esrkd.dist import init, relaunch
 from esrkd.losses import load_perceptual_loss
 from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_outputs
-from esrkd.weights import init_generator
+from esrkd.weights import init_generator, resolve_init
 
 
 def main() -> None:
@@ -25,10 +25,10 @@ def main() -> None:
     if p.teacher.init:
         init_generator(G, p.teacher.init)
         print(f"teacher: starting from {p.teacher.init}", file=sys.stderr)
-    perceptual, status = load_perceptual_loss(p.teacher.perceptual_weight, "teacher.perceptual_weight")
+    perceptual, status = load_perceptual_loss(p.teacher.perceptual_weight, p.teacher.perceptual_net, "teacher.perceptual_weight")
     print(f"teacher: perceptual loss {status}", file=sys.stderr)
     state = resume_file(args.out)
-    inputs = [args.data, p.teacher.init] if p.teacher.init else [args.data]
+    inputs = [args.data, *resolve_init(p.teacher.init)] if p.teacher.init else [args.data]
     run_id = fingerprint(p.base, p.net, p.teacher, status, files_digest(*inputs))
     result = fit(G, D, patch_dataset(args.data, p.teacher, p), p.teacher, device, perceptual,
                  desc="teacher", state_file=state, fingerprint=run_id,

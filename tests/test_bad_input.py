@@ -142,11 +142,11 @@ def test_perceptual_loss_without_vgg_weights_stops_training(tmp_path, monkeypatc
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))  # where torchvision would keep vgg19
     code, _ = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"a.png": _rgb()})
     assert code == 0
-    tiny_params["teacher"]["perceptual_weight"] = 1.0
+    tiny_params["teacher"].update(perceptual_weight=1.0, perceptual_net="vgg19")  # vgg16 would be built offline
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     code = _stage(monkeypatch, tmp_path, "teacher", "--data", "prepared/train", "--out", "teacher")
-    _assert_refused(code, capsys.readouterr().err, "teacher.perceptual_weight is 1 but the VGG19 weights are not at",
-                    "vgg19-dcbe5ffd.pth", "or set teacher.perceptual_weight: 0", out=tmp_path / "teacher")
+    _assert_refused(code, capsys.readouterr().err, "teacher.perceptual_weight is 1 but torchvision's vgg19 ImageNet weights are not at",
+                    "vgg19-dcbb9e9d.pth", "or set teacher.perceptual_weight: 0", out=tmp_path / "teacher")
 
 
 @pytest.mark.parametrize(

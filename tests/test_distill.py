@@ -7,7 +7,7 @@ import torch
 from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import feature_distillation_loss, ragan_loss
-from esrkd.prune import prune_global_l1
+from esrkd.prune import prune_l1
 from esrkd.data import PatchDataset
 from esrkd.train import fit, learning_rate, write_history
 from esrkd import config
@@ -32,7 +32,7 @@ def test_distillation_loss_is_zero_when_student_features_equal_the_adapted_teach
 
 def test_distillation_gradient_reaches_adapters_and_student_but_not_teacher():
     teacher = _teacher()
-    prune_global_l1(teacher, 0.5)
+    prune_l1(teacher, 0.5, "global")
     student = RRDBNet(student_args(teacher.args, 4))
     distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
     lr = torch.rand(2, 3, 6, 6)
@@ -70,7 +70,7 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
     demo_params["distill"].update(warmup_iters=2, gan_iters=2, batch_size=2, log_every=1)
     cfg = config.parse(demo_params).distill
     teacher = _teacher()
-    prune_global_l1(teacher, 0.5)
+    prune_l1(teacher, 0.5, "global")
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     torch.manual_seed(0)
     student = RRDBNet(student_args(teacher.args, 4))

@@ -167,3 +167,102 @@ def test_conversion_rejects_a_network_that_does_not_fit(tmp_path: Path) -> None:
     torch.jit.save(torch.jit.script(Conv()), str(path))
     with pytest.raises(ValueError, match="has 1 convs but pytorch-fid's Inception has 94"):
         fid._convert(path)
+
+
+# --- fid: patches (fixed-size, non-overlapping crops) ---
+
+
+@pytest.fixture(scope="module")
+def inception(converted_home: Path) -> torch.nn.Module:
+    """pytorch-fid's InceptionV3 with the converted weights, built once for the patch tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        _point_hub_at(mp, converted_home)
+        return fid.load_inception()
+
+
+@pytest.fixture(scope="module")
+def one_image_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One 96x40 noise image and one 96x40 vertical gradient: 3 crops of 32x32 each (few, for CPU time)."""
+    rng = np.random.default_rng(1)
+    root = tmp_path_factory.mktemp("fid_one_image")
+    noise = rng.integers(0, 256, (96, 40, 3), dtype=np.uint8)
+    ramp = np.broadcast_to(np.linspace(0, 255, 96).astype(np.uint8)[:, None, None], (96, 40, 3)).copy()
+    return _write_pngs(root / "noise", [noise]), _write_pngs(root / "ramp", [ramp])
+
+
+def test_crops_are_a_grid_from_the_top_left_without_the_remainder(tmp_path: Path) -> None:
+    image = np.random.default_rng(2).integers(0, 256, (300, 451, 3), dtype=np.uint8)  # H x W
+    files = [*_write_pngs(tmp_path / "img", [image]).iterdir()]
+    assert fid.sample_count(files) == 1
+    assert fid.sample_count(files, 64) == 4 * 7 == 28  # 300 // 64 rows, 451 // 64 columns
+    corners = fid.patch_corners(300, 451, 64)
+    assert corners[:2] == [(0, 0), (0, 64)] and corners[-1] == (192, 384)  # rows 256-299, columns 448-450 dropped
+    (tmp_path / "crops").mkdir()
+    crops = fid.write_patches(files, 64, tmp_path / "crops")
+    assert len(crops) == 28 and sorted(crops) == crops
+    pixels = [np.asarray(Image.open(c)) for c in crops]
+    for (top, left), crop in zip(corners, pixels):
+        np.testing.assert_array_equal(crop, image[top : top + 64, left : left + 64])  # lossless, aligned
+
+
+def test_too_few_samples_says_why() -> None:
+    assert fid.too_few_samples(2) is None and fid.too_few_samples(28, 64) is None
+    assert fid.too_few_samples(1) == "1 image(s) pytorch-fid can read; FID needs at least 2"
+    assert fid.too_few_samples(0, 64) == "0 64x64 crop(s) pytorch-fid can read; FID needs at least 2"
+
+
+def test_patches_fid_of_one_image_with_itself_is_zero(inception: torch.nn.Module, one_image_folders) -> None:
+    noise, _ = one_image_folders
+    # One image has no whole-image FID, but its 3 crops do.
+    with pytest.raises(ValueError, match="1 image"):
+        fid.fid_between_folders(noise, noise, model=inception)
+    assert fid.sample_count(fid.image_files(noise), 32) == 3
+    assert abs(fid.fid_between_folders(noise, noise, model=inception, patch_size=32)) < 1e-3
+
+
+def test_patches_fid_is_deterministic(inception: torch.nn.Module, one_image_folders) -> None:
+    noise, ramp = one_image_folders
+    first = fid.fid_between_folders(noise, ramp, model=inception, patch_size=32)
+    second = fid.fid_between_folders(noise, ramp, model=inception, patch_size=32)
+    assert first == second
+    assert first > 50.0  # 500.63 here
+
+
+def test_patches_fid_of_images_smaller_than_the_patch_is_a_clear_error(fresh_hub: Path, image_folders) -> None:
+    noise, flat = image_folders  # every image is at most 56 pixels on a side
+    with pytest.raises(ValueError, match=re.escape(f"{noise}: 0 64x64 crop(s)")):
+        fid.fid_between_folders(noise, flat, patch_size=64)
+    assert not fresh_hub.exists()  # refused before the weights are built
+
+
+def _prepared_set(root: Path, hr_images: list[np.ndarray]) -> None:
+    """A prepared test set: HR images and their x4 LR (plain subsampling is enough here)."""
+    _write_pngs(root / "HR", hr_images)
+    _write_pngs(root / "LR", [hr[::4, ::4] for hr in hr_images])
+
+
+def test_evaluate_records_fid_mode_samples_and_why_none(inception: torch.nn.Module, tmp_path: Path) -> None:
+    from esrkd.arch import RRDBArgs, RRDBNet
+    from esrkd.evaluate import evaluate
+
+    rng = np.random.default_rng(3)
+    _prepared_set(tmp_path / "test" / "one", [rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)])  # 2x1 crops
+    _prepared_set(tmp_path / "test" / "small", [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(2)])
+    torch.manual_seed(0)
+    net = RRDBNet(RRDBArgs(num_feat=4, num_block=1, num_grow_ch=4))
+
+    def run(mode: str) -> dict:
+        return evaluate(net, tmp_path / "test", 4, 4, True, torch.device("cpu"), tmp_path / mode, inception, mode, 64)
+
+    patches = run("patches")
+    assert patches["protocol"]["fid"] == "patches" and patches["protocol"]["fid_patch_size"] == 64
+    one, small = patches["sets"]["one"], patches["sets"]["small"]
+    assert one["fid_samples"] == 2 and one["fid"] > 0 and one["fid_skipped"] is None
+    assert small["fid_samples"] == 0 and small["fid"] is None and small["fid_skipped"].startswith("0 64x64 crop(s)")
+    assert patches["average"]["fid"] == one["fid"]
+
+    whole = run("whole")
+    assert whole["protocol"]["fid"] == "whole" and whole["protocol"]["fid_patch_size"] is None
+    one, small = whole["sets"]["one"], whole["sets"]["small"]
+    assert one["fid_samples"] == 1 and one["fid"] is None and one["fid_skipped"].startswith("1 image(s)")
+    assert small["fid_samples"] == 2 and small["fid"] > 0 and small["fid_skipped"] is None

@@ -32,7 +32,8 @@ def test_paper_profile_trains_a_23_block_teacher_and_a_student(tmp_path):
     log = _stage(tmp_path, "prepare", "--out", "prepared")
     assert "train: 16 sub-images" in log and "test/MIV: skipped" in log  # 512x512 astronaut: 4 x 4 crops
     _stage(tmp_path, "teacher", "--data", "prepared/train", "--out", "teacher")
-    _stage(tmp_path, "prune", "--teacher", "teacher/net_g.pth", "--ratio", "0.3", "--out", "pruned")
+    _stage(tmp_path, "prune", "--teacher", "teacher/net_g.pth", "--ratio", "0.3", "--scope", "layer",
+           "--data", "prepared/train", "--out", "pruned")
     _stage(tmp_path, "distill", "--teacher", "pruned/net_g.pth", "--disc", "teacher/net_d.pth",
            "--data", "prepared/train", "--width", "32", "--out", "student")
 

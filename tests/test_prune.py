@@ -1,8 +1,14 @@
 import pytest
 import torch
 
+from esrkd import config
 from esrkd.arch import RRDBArgs, RRDBNet, count_params
-from esrkd.prune import prunable, prune_global_l1
+from esrkd.data import prepare_set
+from esrkd.prune import l1_finetune, prunable, prune_l1
+
+# conv_first 3*8*9; per RDB (8*4 + 12*4 + 16*4 + 20*4 + 24*8)*9 = 3744, x3 RDBs x2 blocks;
+# conv_body/up1/up2/hr 4 * 8*8*9; conv_last 8*3*9
+CONV_WEIGHTS = 216 + 6 * 3744 + 4 * 576 + 216
 
 
 def _net():
@@ -14,26 +20,82 @@ def _net():
     return net
 
 
+def _weights(net, keep=()):
+    return {id(m): m.weight.detach().clone() for m, _ in prunable(net, keep)}
+
+
 @pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 0.8])
-def test_exactly_ratio_of_conv_weights_become_zero(ratio):
+def test_global_scope_zeroes_exactly_ratio_of_conv_weights(ratio):
     net = _net()
-    weights = [getattr(m, n) for m, n in prunable(net)]
-    n = sum(w.numel() for w in weights)
-    before = torch.cat([w.detach().abs().flatten() for w in weights])
-    stats = prune_global_l1(net, ratio)
-    after = torch.cat([getattr(m, nm).detach().flatten() for m, nm in prunable(net)])
-    # conv_first 3*8*9; per RDB (8*4 + 12*4 + 16*4 + 20*4 + 24*8)*9 = 3744, x3 RDBs x2 blocks;
-    # conv_body/up1/up2/hr 4 * 8*8*9; conv_last 8*3*9
-    assert stats["prunable_weights"] == n == 216 + 6 * 3744 + 4 * 576 + 216 == 25_200
-    assert stats["zero_weights"] == round(ratio * n) == int((after == 0).sum())
+    before = torch.cat([w.abs().flatten() for w in _weights(net).values()])
+    net, stats = prune_l1(net, ratio, "global")
+    after = torch.cat([w.flatten() for w in _weights(net).values()])
+    assert stats["prunable_weights"] == CONV_WEIGHTS == 25_200
+    assert stats["zero_weights"] == round(ratio * CONV_WEIGHTS) == int((after == 0).sum())
     total, nonzero = count_params(net)
-    assert stats["params_total"] == total and stats["params_nonzero"] == nonzero == total - round(ratio * n)
+    assert stats["params_total"] == total and stats["params_nonzero"] == nonzero == total - round(ratio * CONV_WEIGHTS)
     if ratio:
         assert before[after == 0].max() <= before[after != 0].min()  # the smallest magnitudes went
     assert not any(hasattr(m, "weight_orig") for m, _ in prunable(net))  # permanent: no masks left
     assert set(net.state_dict()) == set(_net().state_dict())  # BasicSR keys unchanged
 
 
-def test_ratio_out_of_range():
+@pytest.mark.parametrize("ratio", [0.3, 0.8])
+def test_layer_scope_zeroes_ratio_of_every_conv(ratio):
+    net, stats = prune_l1(_net(), ratio, "layer", keep=["conv_first", "conv_last"])
+    convs = dict(net.named_modules())
+    for name in ("conv_first", "conv_last"):
+        assert int((convs[name].weight == 0).sum()) == 0  # kept dense
+    expected = 0
+    for m, _ in prunable(net, ["conv_first", "conv_last"]):
+        n = m.weight.numel()
+        assert int((m.weight == 0).sum()) == round(ratio * n)  # e.g. conv_body: round(0.3 * 576) = 173
+        expected += round(ratio * n)
+    assert stats["prunable_weights"] == CONV_WEIGHTS - 2 * 216
+    assert stats["zero_weights"] == expected
+    assert stats["params_nonzero"] == stats["params_total"] - expected
+
+
+def test_global_scope_strips_small_layers_that_layer_scope_keeps():
+    net = _net()
+    with torch.no_grad():
+        net.conv_last.weight.mul_(1e-3)  # a trained ESRGAN's tail convs hold small weights
+    pruned, _ = prune_l1(net, 0.5, "global")
+    assert int((pruned.conv_last.weight == 0).sum()) == 216  # all of it gone
+    pruned, _ = prune_l1(_net(), 0.5, "layer")
+    assert int((pruned.conv_last.weight == 0).sum()) == 108
+
+
+def test_bad_arguments():
     with pytest.raises(ValueError, match=r"prune ratio 1.0 must be in \[0, 1\)"):
-        prune_global_l1(_net(), 1.0)
+        prune_l1(_net(), 1.0, "global")
+    with pytest.raises(ValueError, match="pruning.keep: \\['conv_middle'\\] are not conv layers"):
+        prune_l1(_net(), 0.3, "layer", keep=["conv_middle"])
+    with pytest.raises(ValueError, match="pruning.scope 'channel'"):
+        prune_l1(_net(), 0.3, "channel")
+
+
+def test_finetune_trains_the_survivors_and_keeps_the_zeros(tmp_path, tiny_params):
+    tiny_params["pruning"].update(finetune_lr=1e-3)
+    tiny_params["teacher"].update(patch_size=32, batch_size=2)
+    p = config.parse(tiny_params)
+    prepare_set(["skimage:astronaut"], 4, tmp_path / "train")
+    torch.manual_seed(0)
+    net_ref, _ = prune_l1(RRDBNet(p.teacher_arch), 0.5, "layer", ["conv_first", "conv_last"])
+    torch.manual_seed(0)
+    net = RRDBNet(p.teacher_arch)
+    zeros_before = {n: m.weight == 0 for n, m in net_ref.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    calls = []
+
+    def finetune(masked):
+        calls.append(1)
+        return l1_finetune(masked, tmp_path / "train", 5, p, torch.device("cpu"))
+
+    tuned, stats = prune_l1(net, 0.5, "layer", ["conv_first", "conv_last"], finetune)
+    assert calls == [1]
+    for name, m in tuned.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            assert torch.equal(m.weight == 0, zeros_before[name])  # the same weights zero, no others
+    assert not torch.equal(tuned.conv_body.weight, net_ref.conv_body.weight)  # the survivors trained
+    assert stats["zero_weights"] == sum(int(z.sum()) for z in zeros_before.values())
+    assert set(tuned.state_dict()) == set(net_ref.state_dict())

@@ -98,3 +98,34 @@ def test_report_states_flops_and_latency_ratios(tmp_path, demo_params):
     assert (tmp_path / "out/quality_vs_latency.png").is_file()
     grid = json.loads((tmp_path / "out/metrics.json").read_text())["grid"]
     assert grid["prune50"]["teacher"]["latency_ms"] == 105.0 and grid["prune00"]["student_16"]["gflops"] == 16.0
+
+
+def test_pruning_study_table_has_a_row_per_ratio_scope_and_finetune(tmp_path):
+    from esrkd.data import prepare_test_sets
+    from esrkd.report import pruning_study
+
+    metrics, timings = tmp_path / "metrics", tmp_path / "timings"
+    rows = [(0.0, "layer", 0, 28.8), (0.3, "layer", 0, 28.4), (0.3, "global", 0, 21.4), (0.3, "layer", 50, 29.9)]
+    for prune, scope, iters, psnr in rows:
+        folder = metrics / f"{scope}-ft{iters}" / str(prune)
+        folder.mkdir(parents=True)
+        (timings / f"{scope}-ft{iters}" / str(prune)).mkdir(parents=True)
+        _metrics_file(folder, "teacher", prune, None, psnr, 0.8, round(16_697_987 * (1 - prune)),
+                      timings / f"{scope}-ft{iters}" / str(prune))
+        body = json.loads((folder / f"teacher-{prune}.json").read_text())
+        body["model"]["prune_stats"] = {"scope": scope, "finetune_iters": iters}
+        body["protocol"].update(fid="patches", fid_patch_size=64)
+        body["sets"]["A"]["fid_samples"], body["sets"]["B"]["fid_samples"] = 28, 54
+        (folder / f"teacher-{prune}.json").write_text(json.dumps(body))
+    prepare_test_sets({"tiny": ["skimage:chelsea"]}, 4, tmp_path / "test")
+    p = config.load(ROOT / "studies/realsr/params.yaml")
+    table = pruning_study(p, metrics, timings, tmp_path / "test", ROOT / "data/paper_tables.csv", tmp_path / "out")
+
+    # fine-tune first by length, then scope, then ratio; PSNR = mean of sets A (psnr) and B (psnr + 1)
+    assert list(zip(table.finetune_iters, table.prune_scope, table.teacher_prune, table.psnr)) == [
+        (0, "global", 0.3, 21.9), (0, "layer", 0.0, 29.3), (0, "layer", 0.3, 28.9), (50, "layer", 0.3, 30.4)]
+    assert table.params_nonzero.tolist() == [11_688_591, 16_697_987, 11_688_591, 11_688_591]
+    assert json.loads((tmp_path / "out/metrics.json").read_text())["layer_ft50"]["prune30"]["psnr"] == 30.4
+    md = (tmp_path / "out/pruning.md").read_text()
+    assert "`realsr-df2k`" in md and "crops per set: A 28, B 54" in md and "PSNR-Y (dB) 24.87" in md  # the paper's Teacher_0.3
+    assert md.count("\n|") == 2 + len(rows)  # header, rule, one row per pruned teacher

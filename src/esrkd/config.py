@@ -26,7 +26,7 @@ class _Block(BaseModel):
 
 
 class Base(_Block):
-    profile: Literal["demo", "paper", "test"]  # labels every report; a demo is never called a reproduction
+    profile: Literal["demo", "paper", "test", "study"]  # labels every report; a demo is never called a reproduction
     seed: int = Field(ge=0)  # seeds python, numpy and torch in every stage
     scale: Literal[2, 4]  # super-resolution factor; also the border cropped before PSNR/SSIM
     device: Literal["auto", "cpu", "cuda"]  # auto = cuda when available
@@ -90,7 +90,7 @@ class Train(_Block):
 
 
 class Teacher(Train):
-    init: str | None  # a pretrained ESRGAN generator to start from (BasicSR or original names); null = scratch
+    init: str | None  # pretrained generator: .pth (BasicSR/original names), ncnn .param, realsr-df2k or realesrgan-x4plus; null = scratch
 
 
 class Distill(Train):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -46,6 +47,24 @@ def model_name(meta: dict) -> str:
     return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
 
 
+def set_fid(
+    sr_dir: Path,
+    hr_dir: Path,
+    mode: Literal["whole", "patches"],
+    patch_size: int,
+    device: torch.device,
+    inception: torch.nn.Module,
+) -> tuple[float | None, int, str | None]:
+    """(FID, samples that went in, why there is no FID) of one set: over whole images, or over
+    patch_size crops in "patches" mode. Too few samples gives no FID and the reason, not an error."""
+    patch = {"whole": None, "patches": patch_size}[mode]
+    # SR and HR images have the same sizes (load_pairs checks LR x scale == HR), so one count holds for both.
+    n = fid.sample_count(fid.image_files(hr_dir), patch)
+    if reason := fid.too_few_samples(n, patch):
+        return None, n, reason
+    return fid.fid_between_folders(sr_dir, hr_dir, device, model=inception, patch_size=patch), n, None
+
+
 @torch.no_grad()
 def super_resolve(net: RRDBNet, lr: np.ndarray, device: torch.device) -> np.ndarray:
     """One uint8 RGB LR image -> its uint8 RGB SR image (whole image, no tiling)."""
@@ -62,15 +81,19 @@ def evaluate(
     device: torch.device,
     image_out: Path,
     inception: torch.nn.Module,
+    fid_mode: Literal["whole", "patches"],
+    fid_patch_size: int,
     lpips: Scorer | None = None,
 ) -> dict:
     """Per-image, per-set and average PSNR/SSIM, per-set and average FID; SR images written to
     image_out/<set>/<name>.png.
 
     The average is the mean of the per-set means (every set weighs the same, as in the paper's
-    tables). FID compares a set's SR images with its HR images (pytorch-fid, 2048-d); a set of
-    fewer than two images has no FID (None). LPIPS (AlexNet, v0.1, RGB in [-1, 1], border cropped)
-    is None when no `lpips` scorer is given (its weights are missing offline).
+    tables). FID compares a set's SR images with its HR images (pytorch-fid, 2048-d), whole
+    (`fid_mode` "whole") or cut into fid_patch_size crops ("patches"); fid_samples counts the images
+    or crops per side, and a set with fewer than two has no FID (None, the reason in fid_skipped).
+    LPIPS (AlexNet, v0.1, RGB in [-1, 1], border cropped) is None when no `lpips` scorer is given
+    (its weights are missing offline).
     """
     sets = sorted(p.name for p in Path(test_root).iterdir() if p.is_dir()) if Path(test_root).is_dir() else []
     if not sets:
@@ -89,20 +112,24 @@ def evaluate(
                 "ssim": metrics.ssim(sr, hr, crop_border, y_channel),
                 "lpips": lpips(sr, hr, crop_border) if lpips is not None else None,
             }
+        fid_value, fid_samples, fid_skipped = set_fid(
+            image_out / name, Path(test_root) / name / "HR", fid_mode, fid_patch_size, device, inception)
         results[name] = {
             "n_images": len(per_image),
             "psnr": float(np.mean([m["psnr"] for m in per_image.values()])),
             "ssim": float(np.mean([m["ssim"] for m in per_image.values()])),
             "lpips": _mean([m["lpips"] for m in per_image.values()]),
-            "fid": fid.fid_between_folders(image_out / name, Path(test_root) / name / "HR", device, model=inception)
-            if len(pairs) >= 2 else None,
+            "fid": fid_value,
+            "fid_samples": fid_samples,
+            "fid_skipped": fid_skipped,
             "images": per_image,
         }
     total, nonzero = count_params(net)
     return {
         "params_total": total,
         "params_nonzero": nonzero,
-        "protocol": {"y_channel": y_channel, "crop_border": crop_border, "scale": scale},
+        "protocol": {"y_channel": y_channel, "crop_border": crop_border, "scale": scale, "fid": fid_mode,
+                     "fid_patch_size": fid_patch_size if fid_mode == "patches" else None},
         "average": {k: _mean([r[k] for r in results.values()]) for k in ("psnr", "ssim", "fid", "lpips")},
         "sets": results,
     }

