@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 
 from esrkd import config
-from esrkd.report import Inputs, write_report
+from esrkd.report import Inputs, findings, findings_md, write_report
 
 from .conftest import ROOT
 
 
-def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero, timings=None, mode="features"):
+def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero, timings=None, mode="features", sets=("A", "B")):
     meta = {"role": role, "prune": prune, "perceptual": "unavailable: test"}
     if role == "student":
         meta["width"] = width
@@ -23,8 +23,8 @@ def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero, timings=None,
         "protocol": {"y_channel": True, "crop_border": 4, "scale": 4},
         "average": {"psnr": (psnr + psnr + 1) / 2, "ssim": ssim, "fid": 100.0},
         "sets": {
-            "A": {"n_images": 2, "psnr": psnr, "ssim": ssim, "fid": 100.0, "images": {}},
-            "B": {"n_images": 1, "psnr": psnr + 1, "ssim": ssim, "fid": None, "images": {}},  # too few for FID
+            sets[0]: {"n_images": 2, "psnr": psnr, "ssim": ssim, "fid": 100.0, "images": {}},
+            sets[1]: {"n_images": 1, "psnr": psnr + 1, "ssim": ssim, "fid": None, "images": {}},  # too few for FID
         },
     }
     name = f"{role}-{prune}" + (f"-{width}-{mode}" if role == "student" else "")
@@ -34,49 +34,145 @@ def _metrics_file(folder, role, prune, width, psnr, ssim, nonzero, timings=None,
         (timings / f"{name}.json").write_text(json.dumps({"device": "cpu", "threads": 2, "median_ms": ms}))
 
 
+SETS = ("BSD100", "skimage")  # one of the paper's test sets, one it lacks
+
+
 def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     for i, prune in enumerate([0.0, 0.3]):
-        _metrics_file(metrics, "teacher", prune, None, 24.0 + i, 0.70, 1_000_000)
+        _metrics_file(metrics, "teacher", prune, None, 24.0 + i, 0.70, 1_000_000, sets=SETS)
         for width in (16, 32):
-            _metrics_file(metrics, "student", prune, width, 25.0 + i + width / 100, 0.75, width * 10_000)
+            _metrics_file(metrics, "student", prune, width, 25.0 + i + width / 100, 0.75, width * 10_000, sets=SETS)
     for mode, psnr in (("none", 24.0), ("output", 25.0)):
-        _metrics_file(metrics, "student", 0.3, 16, psnr, 0.7, 160_000, mode=mode)
+        _metrics_file(metrics, "student", 0.3, 16, psnr, 0.7, 160_000, mode=mode, sets=SETS)
     demo_params["grid"].update(prune=[0.0, 0.3], width=[16, 32])
     p = config.parse(demo_params)
     out = tmp_path / "reports"
     metrics_json = write_report(p, Inputs(metrics, ROOT / "data" / "paper_tables.csv"), out)
 
     t2 = pd.read_csv(out / "table2.csv")
-    assert t2.model.tolist() == ["Teacher", "Student_16", "Student_32"]  # teacher first, as in the paper
-    assert t2.psnr.tolist() == [25.5, 26.66, 26.82]  # mean of sets A and B
-    assert t2.psnr_paper.tolist() == [24.87, 25.98, 25.97]
-    assert t2.params_m.tolist() == [1.0, 0.16, 0.32]
-    assert t2.fid.tolist() == [100.0] * 3 and t2.fid_paper.tolist() == [90.97, 104.99, 128.53]
-    assert t2.lpips.isna().all() and t2.lpips_paper.tolist() == [0.12, 0.23, 0.23]
+    assert t2.columns.tolist() == ["model", "teacher_prune", "width", "params_m", "dataset", "metric", "ours", "paper"]
+    assert t2.model.unique().tolist() == ["Teacher", "Student_16", "Student_32"]  # teacher first, as in the paper
+    # the paper's sets in its order, then the one only this run has, then the Average; 4 metrics each
+    assert t2.dataset.unique().tolist() == ["BSD100", "Set14", "KHU", "MIV", "VRroom", "Urban100", "skimage", "Average"]
+    assert len(t2) == 3 * 8 * 4 and (t2.teacher_prune == 0.3).all()
+    cell = t2.set_index(["model", "dataset", "metric"])[["ours", "paper", "params_m"]]
+    assert cell.loc[("Teacher", "BSD100", "PSNR")].tolist() == [25.0, 24.24, 1.0]
+    assert cell.loc[("Student_16", "BSD100", "SSIM")].tolist() == [0.75, 0.71, 0.16]
+    assert cell.loc[("Student_32", "Average", "PSNR")].tolist() == [26.82, 25.97, 0.32]  # mean of the two sets
+    assert cell.loc[("Student_32", "Average", "FID")].tolist() == [100.0, 128.53, 0.32]
+    ours_nan, paper_nan = cell.ours.isna(), cell.paper.isna()
+    assert ours_nan[("Teacher", "Set14", "PSNR")] and cell.paper[("Teacher", "Set14", "PSNR")] == 24.81  # not run
+    assert cell.ours[("Student_16", "skimage", "PSNR")] == 27.16 and paper_nan[("Student_16", "skimage", "PSNR")]
+    assert ours_nan[("Teacher", "skimage", "FID")]  # one image: no FID
+    assert ours_nan.xs("LPIPS", level="metric").all() and cell.paper[("Student_16", "Average", "LPIPS")] == 0.23
+
     t1 = pd.read_csv(out / "table1.csv")
-    assert t1.teacher_prune.tolist() == [0.0, 0.3] and t1.ssim_paper.tolist() == [0.78, 0.78]
+    assert t1.columns.tolist() == t2.columns.tolist() and (t1.dataset == "Average").all()
+    t1_cell = t1.set_index(["teacher_prune", "metric"])
+    assert t1_cell.loc[(0.0, "SSIM"), ["model", "ours", "paper"]].tolist() == ["Student_16", 0.75, 0.78]
+    assert t1_cell.loc[(0.3, "FID"), ["ours", "paper"]].tolist() == [100.0, 104.99]
     assert len(pd.read_csv(out / "grid.csv")) == 8 * 3  # 6 models + 2 ablations, x (2 sets + Average)
     ab = pd.read_csv(out / "ablation.csv")
     assert ab.distillation.tolist() == ["features", "output", "none"]
     assert ab.psnr.tolist() == [26.66, 25.5, 24.5]
     assert ab.psnr_gain.tolist()[:2] == pytest.approx([2.16, 1.0]) and ab.psnr_gain.isna().tolist()[2]
-    assert metrics_json["ablation"]["none_16"]["psnr"] == 24.5
-    assert metrics_json["grid"]["prune30"]["student_16_none"] == {"psnr": 24.5, "ssim": 0.7, "fid": 100.0,
-                                                                  "params_nonzero": 160_000, "gflops": 16.0}
-    assert metrics_json["table2"]["student_16"] == {"teacher_prune": 0.3, "params_m": 0.16, "psnr": 26.66, "ssim": 0.75, "fid": 100.0}
+
+    # metrics.json: the headline numbers only; every model's averages go to grid.json
+    assert set(metrics_json) == {"table2", "table1", "ablation"}
     assert json.loads((out / "metrics.json").read_text()) == metrics_json
-    assert set(metrics_json["table1"]) == {"prune00", "prune30"}
+    assert metrics_json["table2"]["student_16"] == {"teacher_prune": 0.3, "params_m": 0.16, "psnr": 26.66, "ssim": 0.75, "fid": 100.0}
+    assert metrics_json["table1"] == {"prune00": {"psnr": 25.66, "ssim": 0.75, "fid": 100.0},
+                                      "prune30": {"psnr": 26.66, "ssim": 0.75, "fid": 100.0}}
+    assert set(metrics_json["ablation"]) == {"features_16", "output_16"}
+    assert metrics_json["ablation"]["features_16"]["psnr_gain"] == pytest.approx(2.16)
+    grid = json.loads((out / "grid.json").read_text())
+    assert "grid" not in metrics_json and set(grid) == {"prune00", "prune30"}
+    assert grid["prune30"]["student_16_none"] == {"psnr": 24.5, "ssim": 0.7, "fid": 100.0, "params_nonzero": 160_000, "gflops": 16.0}
 
     md = (out / "tables.md").read_text()
     assert "Profile: **demo**" in md and "does not reproduce the paper" in md
-    assert ("| Student_16 |         0.16 | 26.66 (25.98, +0.68) | 0.7500 (0.7800, -0.0300) "
-            "| 100.00 (104.99, -4.99)  | n/a (0.2300) |") in md
-    assert "A (2 images), B (1 images)" in md and "4 pixels cropped" in md
+    assert "| SSIM-Y ↑      | 0.7500 (0.7800, -0.0300)      | 0.7500 (0.7800, -0.0300) |" in md  # Table 1: a row per metric
+    assert ("| Teacher    |         1.00 | 25.00 (24.24, +0.76) | not run (24.81) | not run (27.95) | not run (22.03) "
+            "| not run (28.78) | not run (21.39) | 26.00 (—) | 25.50 (24.87, +0.63) |") in md  # Table 2, PSNR
+    assert "| Student_16 |         0.16 | 100.00 (64.71, +35.29) | not run (9.80)  |" in md  # Table 2, FID
+    assert "Not run here: BSD100" not in md and "Not run here: Set14, KHU, MIV, VRroom, Urban100." in md
+    assert "BSD100 (2 images), skimage (1 images)" in md and "4 pixels cropped" in md
     assert "- VGG perceptual loss: teacher: unavailable: test; student: unavailable: test." in md
+    assert "1. Every student beats the teacher in PSNR" in md and "would read: supported**. PSNR: Teacher 25.50;" in md
     assert (out / "quality_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "table1.png").is_file() and "| features       |" in md and "(+2.16)" in md
+
+
+def _average_rows(ours: dict[tuple[str, float], dict[str, float | None]]) -> pd.DataFrame:
+    """A long table (as table1/table2 return it) of Average rows: (model, teacher prune) -> metric -> ours."""
+    return pd.DataFrame([
+        {"model": model, "teacher_prune": prune, "width": 0 if model == "Teacher" else int(model.split("_")[1]),
+         "params_m": 1.0, "dataset": "Average", "metric": metric, "ours": value, "paper": None}
+        for (model, prune), by_metric in ours.items() for metric, value in by_metric.items()]).astype({"ours": float, "paper": float})
+
+
+def _verdicts(profile="paper", teacher=(24.0, 0.12), students=((25.0, 0.23), (25.5, 0.22)),
+              fid_by_prune=None, gains=None) -> list[str]:
+    """The four verdicts on hand-made results; by default every claim of the paper holds."""
+    t2 = _average_rows({("Teacher", 0.3): {"PSNR": teacher[0], "SSIM": 0.7, "FID": 90.0, "LPIPS": teacher[1]}}
+                       | {(f"Student_{w}", 0.3): {"PSNR": psnr, "SSIM": 0.75, "FID": 100.0, "LPIPS": lpips}
+                          for w, (psnr, lpips) in zip((16, 32), students)})
+    fid_by_prune = {0.0: 126.0, 0.3: 105.0, 0.5: 127.0} if fid_by_prune is None else fid_by_prune
+    t1 = _average_rows({("Student_16", r): {"FID": fid} for r, fid in fid_by_prune.items()})
+    gains = {"psnr": 1.0, "ssim": 0.01, "fid": -5.0} if gains is None else gains
+    ab = pd.DataFrame([{"width": 16, "distillation": "features", **{f"{k}_gain": g for k, g in gains.items()}},
+                       {"width": 16, "distillation": "none"}] if gains else [])
+    return [verdict for _, verdict, _ in findings(t1, t2, ab, profile)]
+
+
+def test_findings_support_every_claim_that_holds():
+    assert _verdicts() == ["supported"] * 4
+
+
+@pytest.mark.parametrize("change, claim, verdict", [
+    # (a) every student above the teacher in PSNR
+    ({"students": ((25.0, 0.23), (23.9, 0.22))}, 0, "not supported (Student_32 not above the teacher)"),
+    ({"students": ((24.0, 0.23), (25.0, 0.22))}, 0, "not supported (Student_16 not above the teacher)"),  # a tie
+    ({"teacher": (None, 0.12)}, 0, "cannot tell (no PSNR for the teacher)"),
+    # (b) every student's LPIPS above (worse than) the teacher's
+    ({"students": ((25.0, 0.10), (25.5, 0.22))}, 1, "not supported (Student_16 not above the teacher)"),
+    ({"students": ((25.0, 0.23), (25.5, None))}, 1, "cannot tell (no LPIPS for Student_32)"),
+    # (c) Student_16's lowest FID from the teacher pruned at 0.3
+    ({"fid_by_prune": {0.0: 100.0, 0.3: 105.0, 0.5: 127.0}}, 2, "not supported (0 gives 100.00, 0.3 105.00)"),
+    ({"fid_by_prune": {0.0: 105.0, 0.3: 105.0}}, 2, "not supported (0 gives 105.00, 0.3 105.00)"),  # a tie is no win
+    ({"fid_by_prune": {0.0: 100.0, 0.5: 105.0}}, 2, "cannot tell (no FID from the teacher pruned at 0.3)"),
+    ({"fid_by_prune": {0.3: 105.0}}, 2, "cannot tell (no other prune ratio has a FID)"),
+    # (d) feature distillation beats none
+    ({"gains": {"psnr": -1.0, "fid": 5.0}}, 3, "not supported"),
+    ({"gains": {"psnr": 1.0, "ssim": 0.0, "fid": 5.0}}, 3, "mixed: better in PSNR; worse in FID"),
+    ({"gains": {"psnr": 1.0, "fid": 0.0}}, 3, "supported"),  # no change in FID: not against it
+    ({"gains": {}}, 3, "cannot tell (missing the ablation: a student trained without distillation)"),
+])
+def test_findings_say_when_a_claim_fails_or_cannot_be_tested(change, claim, verdict):
+    verdicts = _verdicts(**change)
+    assert verdicts[claim] == verdict
+    assert [v for i, v in enumerate(verdicts) if i != claim] == ["supported"] * 3  # the others untouched
+
+
+def test_findings_of_a_small_run_say_what_they_would_conclude():
+    t2 = _average_rows({("Teacher", 0.3): {"PSNR": 24.0, "SSIM": 0.7, "FID": 90.0, "LPIPS": None},
+                        ("Student_4", 0.3): {"PSNR": 23.0, "SSIM": 0.75, "FID": 100.0, "LPIPS": None}})
+    t2["paper"] = [24.87, 0.74, 90.97, 0.12, None, None, None, None]
+    t1 = _average_rows({("Student_4", 0.3): {"FID": 100.0}, ("Student_4", 0.5): {"FID": 90.0}})
+    items = findings(t1, t2, pd.DataFrame(), "test")
+    assert [verdict for _, verdict, _ in items] == [
+        "too small to test (test run); would read: not supported (Student_4 not above the teacher)",
+        "too small to test (test run); would read: cannot tell (no LPIPS for the teacher)",
+        "too small to test (test run); would read: not supported (0.5 gives 90.00, 0.3 100.00)",
+        "too small to test (test run); would read: cannot tell (missing the ablation: a student trained without distillation)"]
+    assert items[0][2] == ("PSNR: Teacher 24.00; Student_4 23.00 (-1.00 vs the teacher; paper n/a). "
+                           "SSIM: Teacher 0.7000; Student_4 0.7500 (+0.0500 vs the teacher; paper n/a).")
+    assert items[2][2] == ("Student_4 (this run has no Student_16)'s FID by teacher prune ratio: "
+                           "0.3: 100.00 (paper n/a), 0.5: 90.00 (paper n/a).")
+    md = findings_md(items, "test")
+    assert md.startswith("This is a **test** run: far too few images") and "\n4. Distillation beats no distillation" in md
 
 
 def test_report_states_flops_and_latency_ratios(tmp_path, demo_params):
@@ -96,7 +192,7 @@ def test_report_states_flops_and_latency_ratios(tmp_path, demo_params):
     assert "- Student_16: 0.25x the teacher's FLOPs, 0.16x its latency." in md
     assert "on cpu (2 threads)" in md
     assert (tmp_path / "out/quality_vs_latency.png").is_file()
-    grid = json.loads((tmp_path / "out/metrics.json").read_text())["grid"]
+    grid = json.loads((tmp_path / "out/grid.json").read_text())
     assert grid["prune50"]["teacher"]["latency_ms"] == 105.0 and grid["prune00"]["student_16"]["gflops"] == 16.0
 
 

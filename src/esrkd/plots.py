@@ -44,16 +44,17 @@ def quality_vs(avg: pd.DataFrame, shown: list, x: str, xlabel: str, xscale: floa
 
 
 def metric_vs_prune(t1: pd.DataFrame, shown: list, width: int, path: Path) -> None:
-    """Table 1 as a figure: Student_<width>'s quality against its teacher's prune ratio, ours and the paper's."""
+    """Table 1 as a figure: Student_<width>'s quality against its teacher's prune ratio, ours and the paper's
+    (`t1` in long form: teacher_prune, metric, ours, paper)."""
     fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], shown):
-        ax.plot(t1.teacher_prune, t1[metric.key], "o-", label="ours")
-        paper = t1[f"{metric.key}_paper"]
-        if paper.notna().any():
-            ax.plot(t1.teacher_prune, paper, "s--", label="paper")
+        rows = t1[t1.metric == metric.paper]
+        ax.plot(rows.teacher_prune, rows.ours, "o-", label="ours")
+        if rows.paper.notna().any():
+            ax.plot(rows.teacher_prune, rows.paper, "s--", label="paper")
         ax.set_xlabel("teacher prune ratio")
         ax.set_ylabel(metric.title + (" (lower is better)" if metric.lower_is_better else ""))
-        ax.set_xticks(t1.teacher_prune)
+        ax.set_xticks(rows.teacher_prune)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Table 1: Student_{width} distilled from teachers pruned at each ratio")

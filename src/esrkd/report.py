@@ -1,4 +1,4 @@
-"""Tables 1-2, the full grid, a plot and tables.md from the per-model metrics files.
+"""Tables 1-2, the paper's claims checked, the full grid, plots and tables.md from the per-model metrics files.
 
 Every table cell of ours stands beside the paper's number (data/paper_tables.csv, copied from the
 paper's Tables 1-2) where the paper has one.
@@ -80,40 +80,50 @@ def load_paper(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _paper_value(paper: pd.DataFrame, table: int, role: str, prune: float, width: int | None, metric: Metric) -> float | None:
+def _paper_value(paper: pd.DataFrame, table: int, role: str, prune: float, width: int | None, metric: Metric,
+                 dataset: str = "Average") -> float | None:
     sel = paper[(paper.table == table) & (paper.model == role) & (paper.teacher_prune == prune)
-                & (paper.dataset == "Average") & (paper.metric == metric.paper)]
+                & (paper.dataset == dataset) & (paper.metric == metric.paper)]
     if width is not None:
         sel = sel[sel.width == width]
     return float(sel.value.iloc[0]) if len(sel) else None
 
 
-def table1(results: pd.DataFrame, paper: pd.DataFrame, width: int) -> pd.DataFrame:
-    """Student_<width> from every pruned teacher: average quality, ours and the paper's."""
-    avg = results[(results.role == "student") & (results.variant == "features") & (results.width == width)
-                  & (results.dataset == "Average")]
+LONG_COLUMNS = ["model", "teacher_prune", "width", "params_m", "dataset", "metric", "ours", "paper"]
+BY_PAPER = {m.paper: m for m in METRICS}
+
+
+def _long(models: pd.DataFrame, results: pd.DataFrame, paper: pd.DataFrame, table: int, datasets: list[str]) -> pd.DataFrame:
+    """One row per model (a row of `models`), dataset and metric: ours beside the paper's Table `table`.
+    A dataset this run lacks has no `ours`; one the paper lacks has no `paper`."""
     rows = []
-    for r in avg.itertuples():
-        row = {"teacher_prune": r.teacher_prune, "width": width, "params_m": r.params_nonzero / 1e6}
-        for m in METRICS:
-            row[m.key] = getattr(r, m.key)
-            row[f"{m.key}_paper"] = _paper_value(paper, 1, "student", r.teacher_prune, width, m)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    for r in models.itertuples():
+        mine = results[(results.role == r.role) & (results.variant == r.variant) & (results.teacher_prune == r.teacher_prune)
+                       & (results.width == r.width)].set_index("dataset")
+        width = None if r.role == "teacher" else r.width  # the paper's Table 2 has one teacher
+        for dataset in datasets:
+            for m in METRICS:
+                rows.append({"model": _label(r.role, r.width), "teacher_prune": r.teacher_prune, "width": r.width,
+                             "params_m": r.params_nonzero / 1e6, "dataset": dataset, "metric": m.paper,
+                             "ours": mine[m.key].get(dataset),
+                             "paper": _paper_value(paper, table, r.role, r.teacher_prune, width, m, dataset)})
+    return pd.DataFrame(rows, columns=LONG_COLUMNS).astype({"ours": float, "paper": float})
+
+
+def table1(results: pd.DataFrame, paper: pd.DataFrame, width: int) -> pd.DataFrame:
+    """The paper's Table 1 in long form: Student_<width> from every pruned teacher, average quality."""
+    models = results[(results.role == "student") & (results.variant == "features") & (results.width == width)
+                     & (results.dataset == "Average")]
+    return _long(models, results, paper, 1, ["Average"])
 
 
 def table2(results: pd.DataFrame, paper: pd.DataFrame, prune: float) -> pd.DataFrame:
-    """The teacher pruned at `prune` and its students: average quality, ours and the paper's."""
-    avg = results[(results.teacher_prune == prune) & results.variant.isin(["", "features"]) & (results.dataset == "Average")]
-    rows = []
-    for r in avg.itertuples():
-        row = {"model": _label(r.role, r.width), "role": r.role, "teacher_prune": prune, "width": r.width,
-               "params_m": r.params_nonzero / 1e6}
-        for m in METRICS:
-            row[m.key] = getattr(r, m.key)
-            row[f"{m.key}_paper"] = _paper_value(paper, 2, r.role, prune, None if r.role == "teacher" else r.width, m)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """The paper's Table 2 in long form: the teacher pruned at `prune` and its students, per test set (the
+    paper's in its order, then those only this run has) and on average."""
+    models = results[(results.teacher_prune == prune) & results.variant.isin(["", "features"]) & (results.dataset == "Average")]
+    theirs = [d for d in paper[paper.table == 2].dataset.unique() if d != "Average"]
+    ours = [d for d in results.dataset.unique() if d not in theirs and d != "Average"]
+    return _long(models, results, paper, 2, [*theirs, *ours, "Average"])
 
 
 def _label(role: str, width: int) -> str:
@@ -124,20 +134,56 @@ def _missing(x: float | None) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+def _fmt(x: float | None, digits: int, sign: str = "") -> str:
+    return "n/a" if _missing(x) else f"{x:{sign}.{digits}f}"
+
+
 def _cell(ours: float | None, paper: float | None, digits: int) -> str:
-    mine = "n/a" if _missing(ours) else f"{ours:.{digits}f}"
     if _missing(paper):
-        return f"{mine} (—)"
+        return f"{_fmt(ours, digits)} (—)"
     if _missing(ours):
         return f"n/a ({paper:.{digits}f})"
-    return f"{mine} ({paper:.{digits}f}, {ours - paper:+.{digits}f})"
+    return f"{ours:.{digits}f} ({paper:.{digits}f}, {ours - paper:+.{digits}f})"
 
 
-def _markdown(df: pd.DataFrame, first_cols: dict[str, str]) -> str:
-    out = pd.DataFrame({title: df[col] for col, title in first_cols.items()})
+def _heading(m: Metric) -> str:
+    return f"{m.title} {'↓' if m.lower_is_better else '↑'}"  # the paper's arrows: which way is better
+
+
+def _wide(long: pd.DataFrame, index: str, columns: str, cells: list[str]) -> pd.DataFrame:
+    """`cells` (one per row of `long`) laid out `index` x `columns`, both in the long table's order."""
+    wide = long.assign(cell=cells).pivot(index=index, columns=columns, values="cell")
+    return wide.reindex(index=long[index].unique(), columns=long[columns].unique())
+
+
+def table1_md(t1: pd.DataFrame) -> str:
+    """Table 1 as the paper prints it: a row per metric, a column per teacher Student_<width> learnt from."""
+    if t1.empty:
+        return "No students of this width evaluated."
+    teacher = t1.teacher_prune.map(lambda r: "Teacher_0 (Baseline ESRGAN)" if r == 0 else f"Teacher_{r:g}")
+    cells = [_cell(r.ours, r.paper, BY_PAPER[r.metric].digits) for r in t1.itertuples()]
+    wide = _wide(t1.assign(teacher=teacher), "metric", "teacher", cells)
+    wide.index = [_heading(BY_PAPER[m]) for m in wide.index]
+    return wide.rename_axis("metric").reset_index().to_markdown(index=False)
+
+
+def table2_md(t2: pd.DataFrame, sets_run: set[str]) -> str:
+    """Table 2 as the paper prints it, one table per metric: a row per model, a column per test set and Average."""
+    if t2.empty:
+        return "No models evaluated at this prune ratio."
+    blocks = []
     for m in METRICS:
-        out[m.title] = [_cell(a, b, m.digits) for a, b in zip(df[m.key], df[f"{m.key}_paper"])]
-    return out.to_markdown(index=False, floatfmt=".2f")
+        sel = t2[t2.metric == m.paper]
+        cells = [_cell(r.ours, r.paper, m.digits) if r.dataset in sets_run
+                 else "not run" + ("" if _missing(r.paper) else f" ({r.paper:.{m.digits}f})") for r in sel.itertuples()]
+        wide = _wide(sel, "model", "dataset", cells)
+        wide.insert(0, "params (M)", sel.groupby("model", sort=False).params_m.first())
+        blocks.append(f"### {_heading(m)}\n" + wide.reset_index().to_markdown(index=False, floatfmt=".2f"))
+    not_run = [d for d in t2.dataset.unique() if d not in sets_run]
+    if not_run:
+        blocks.append(f"Not run here: {', '.join(not_run)}. The paper's Average covers them; ours covers "
+                      f"{', '.join(sorted(sets_run - {'Average'}))} only, so the two Averages are over different images.")
+    return "\n\n".join(blocks)
 
 
 def _present(row) -> dict[str, float]:
@@ -148,23 +194,49 @@ def _model_key(role: str, width: int, variant: str = "") -> str:
     return "teacher" if role == "teacher" else f"student_{width}" + ("" if variant in ("", "features") else f"_{variant}")
 
 
-def dvc_metrics(t1: pd.DataFrame, t2: pd.DataFrame, results: pd.DataFrame) -> dict:
-    """The numbers `dvc metrics diff` and `dvc exp show` compare: Table 2 by model, Table 1 by prune
-    ratio, and every model's averages, size and cost under `grid`."""
-    key = lambda r: f"prune{round(r * 100):02d}"  # noqa: E731  (dots would read as nesting in dvc's keys)
+def _prune_key(ratio: float) -> str:
+    return f"prune{round(ratio * 100):02d}"  # dots would read as nesting in dvc's keys
+
+
+def _averages(long: pd.DataFrame, index: str, values: str = "ours") -> pd.DataFrame:
+    """A long table's Average rows as `index` x metric (PSNR, SSIM, FID, LPIPS), in the table's order."""
+    avg = long[long.dataset == "Average"]
+    wide = avg.pivot(index=index, columns="metric", values=values)
+    return wide.reindex(index=avg[index].unique(), columns=list(BY_PAPER))
+
+
+def _by_key(row: pd.Series) -> dict[str, float]:
+    """A row of `_averages` as {psnr: …, ssim: …}, leaving the missing out."""
+    return {m.key: float(row[m.paper]) for m in METRICS if not _missing(row[m.paper])}
+
+
+def dvc_metrics(t1: pd.DataFrame, t2: pd.DataFrame, ab: pd.DataFrame) -> dict:
+    """The headline numbers `dvc metrics diff` and `dvc exp show` compare: Table 2's averages by model,
+    Table 1's by prune ratio and what each distillation gains over none. The per-model grid is in grid.json."""
+    size = t2.drop_duplicates("model").set_index("model")
+    metrics = {
+        "table2": {model.lower(): {"teacher_prune": float(size.at[model, "teacher_prune"]),
+                                   "params_m": round(float(size.at[model, "params_m"]), 4), **_by_key(row)}
+                   for model, row in _averages(t2, "model").iterrows()},
+        "table1": {_prune_key(ratio): _by_key(row) for ratio, row in _averages(t1, "teacher_prune").iterrows()},
+    }
+    gains = {f"{r.distillation}_{r.width}": {f"{m.key}_gain": g for m in METRICS
+                                             if not _missing(g := getattr(r, f"{m.key}_gain", None))}
+             for r in ab.itertuples()}
+    if gains := {k: v for k, v in gains.items() if v}:
+        metrics["ablation"] = gains
+    return metrics
+
+
+def grid_json(results: pd.DataFrame) -> dict:
+    """Every model's averages, size and cost by teacher prune ratio: reports/grid.json, which is not a dvc
+    metrics file (it would put hundreds of columns into `dvc exp show`)."""
     grid: dict[str, dict] = {}
     for r in results[results.dataset == "Average"].itertuples():
         cost = {"params_nonzero": r.params_nonzero, "gflops": r.gflops, "latency_ms": r.latency_ms}
-        grid.setdefault(key(r.teacher_prune), {})[_model_key(r.role, r.width, r.variant)] = {
+        grid.setdefault(_prune_key(r.teacher_prune), {})[_model_key(r.role, r.width, r.variant)] = {
             **_present(r), **{k: v for k, v in cost.items() if not _missing(v)}}
-    return {
-        "table2": {
-            _model_key(r.role, r.width): {"teacher_prune": r.teacher_prune, "params_m": round(r.params_m, 4), **_present(r)}
-            for r in t2.itertuples()
-        },
-        "table1": {key(r.teacher_prune): _present(r) for r in t1.itertuples()},
-        "grid": grid,
-    }
+    return grid
 
 
 def _first(metrics_dir: Path) -> dict:
@@ -196,19 +268,98 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if _missing(a) or _missing(b) else a - b
 
 
-def _ablation_summary(ab: pd.DataFrame) -> str:
-    """One sentence per width: what feature distillation gains over no distillation, better or worse."""
-    lines = []
-    for r in ab[ab.distillation == "features"].itertuples() if not ab.empty else []:
-        parts = []
-        for m in METRICS:
-            gain = getattr(r, f"{m.key}_gain", None)
-            if not _missing(gain):
-                better = (gain < 0) if m.lower_is_better else (gain > 0)
-                parts.append(f"{m.title} {gain:+.{m.digits}f} ({'better' if better else 'worse'})")
-        if parts:
-            lines.append(f"- Student_{r.width}, feature distillation vs none: " + ", ".join(parts) + ".")
-    return "\n".join(lines)
+Finding = tuple[str, str, str]  # the paper's claim, the verdict on this run, the numbers behind it
+PAPER_CHOICE = 0.3  # the prune ratio whose Student_16 has the lowest FID in the paper's Table 1 (104.99)
+
+
+def _direction(m: Metric, gain: float) -> str:
+    """What a gain (ours − reference) in `m` is: better, worse or same."""
+    if gain == 0:
+        return "same"
+    return "better" if (gain < 0) == m.lower_is_better else "worse"
+
+
+def _students_above_teacher(ours: pd.DataFrame, paper: pd.DataFrame, m: Metric) -> tuple[str, str]:
+    """Verdict and evidence for "every student's average <m> is higher than the teacher's"."""
+    teacher, paper_teacher = ours[m.paper].get("Teacher"), paper[m.paper].get("Teacher")
+    gaps = {s: _diff(ours.at[s, m.paper], teacher) for s in ours.index if s != "Teacher"}
+    evidence = f"Teacher {_fmt(teacher, m.digits)}; " + ", ".join(
+        f"{s} {_fmt(ours.at[s, m.paper], m.digits)} ({_fmt(g, m.digits, '+')} vs the teacher; "
+        f"paper {_fmt(_diff(paper.at[s, m.paper], paper_teacher), m.digits, '+')})" for s, g in gaps.items()) + "."
+    below = [s for s, g in gaps.items() if not _missing(g) and g <= 0]
+    unknown = [s for s, g in gaps.items() if _missing(g)]
+    if below:
+        return f"not supported ({', '.join(below)} not above the teacher)", evidence
+    if unknown or not gaps:
+        whose = "the teacher" if _missing(teacher) else ", ".join(unknown) or "any student"
+        return f"cannot tell (no {m.paper} for {whose})", evidence
+    return "supported", evidence
+
+
+def _lowest_fid_at_paper_choice(t1: pd.DataFrame) -> tuple[str, str]:
+    """Verdict and evidence for "the teacher pruned at 0.3 gives the Student_16 with the lowest FID"."""
+    ours, paper = _averages(t1, "teacher_prune")["FID"], _averages(t1, "teacher_prune", "paper")["FID"]
+    width = int(t1.width.iloc[0]) if len(t1) else 16
+    evidence = (f"Student_{width}{'' if width == 16 else ' (this run has no Student_16)'}'s FID by teacher prune ratio: "
+                + (", ".join(f"{r:g}: {_fmt(v, 2)} (paper {_fmt(paper[r], 2)})" for r, v in ours.items()) or "none") + ".")
+    known = ours.dropna()
+    if PAPER_CHOICE not in known.index:
+        return f"cannot tell (no FID from the teacher pruned at {PAPER_CHOICE:g})", evidence
+    if len(known) < 2:
+        return "cannot tell (no other prune ratio has a FID)", evidence
+    if (known.drop(PAPER_CHOICE) > known[PAPER_CHOICE]).all():
+        return "supported", evidence
+    best = known.drop(PAPER_CHOICE).idxmin()
+    return f"not supported ({best:g} gives {known[best]:.2f}, {PAPER_CHOICE:g} {known[PAPER_CHOICE]:.2f})", evidence
+
+
+def _distillation_beats_none(ab: pd.DataFrame) -> tuple[str, str]:
+    """Verdict and evidence for "feature distillation beats no distillation", from the ablation."""
+    seen: dict[str, list[str]] = {"better": [], "worse": [], "same": []}  # metric names by direction
+    parts = []
+    for r in (ab[ab.distillation == "features"] if not ab.empty else ab).itertuples():
+        gains = [(m, g, _direction(m, g)) for m in METRICS if not _missing(g := getattr(r, f"{m.key}_gain", None))]
+        for m, _, direction in gains:
+            seen[direction].append(m.paper)
+        if gains:
+            parts.append(f"Student_{r.width}, feature distillation vs none: "
+                         + ", ".join(f"{m.paper} {g:+.{m.digits}f} ({direction})" for m, g, direction in gains))
+    evidence = ("; ".join(parts) or "no student trained without distillation was evaluated") + ". The paper trains none."
+    better, worse = (", ".join(dict.fromkeys(seen[d])) for d in ("better", "worse"))
+    if not parts:
+        return "cannot tell (missing the ablation: a student trained without distillation)", evidence
+    if better and worse:
+        return f"mixed: better in {better}; worse in {worse}", evidence
+    return "supported" if better else "not supported", evidence
+
+
+def findings(t1: pd.DataFrame, t2: pd.DataFrame, ab: pd.DataFrame, profile: str) -> list[Finding]:
+    """Each claim of the paper, whether this run supports it, and the numbers. Only a `paper` profile run can
+    test them: for any other the verdict says what the comparison would conclude."""
+    ours, paper = _averages(t2, "model"), _averages(t2, "model", "paper")
+    psnr, ssim, _, lpips = METRICS
+    psnr_verdict, psnr_evidence = _students_above_teacher(ours, paper, psnr)
+    items = [
+        ("Every student beats the teacher in PSNR (paper: by about 1 dB; Student_48 +1.23 dB PSNR, +0.04 SSIM)",
+         psnr_verdict, f"PSNR: {psnr_evidence} SSIM: {_students_above_teacher(ours, paper, ssim)[1]}"),
+        ("The students' LPIPS is worse (higher) than the teacher's (paper: 0.12 → 0.23)",
+         *_students_above_teacher(ours, paper, lpips)),
+        (f"Among the pruned teachers, {PAPER_CHOICE:g} gives the Student_16 with the lowest FID (paper, Table 1: 104.99)",
+         *_lowest_fid_at_paper_choice(t1)),
+        ("Distillation beats no distillation (the paper does not test it; our ablation does)", *_distillation_beats_none(ab)),
+    ]
+    if profile != "paper":
+        items = [(claim, f"too small to test ({profile} run); would read: {verdict}", evidence)
+                 for claim, verdict, evidence in items]
+    return items
+
+
+def findings_md(items: list[Finding], profile: str) -> str:
+    """The findings as a numbered list, under a warning when the run is too small to test them."""
+    head = "" if profile == "paper" else (
+        f"This is a **{profile}** run: far too few images and training iterations to test the paper's claims. "
+        "Each line still makes the comparison and says what it would conclude.\n\n")
+    return head + "\n".join(f"{i}. {claim}. — **{verdict}**. {evidence}" for i, (claim, verdict, evidence) in enumerate(items, 1))
 
 
 def _ablation_md(ab: pd.DataFrame) -> str:
@@ -326,7 +477,7 @@ def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width
         plots.quality_vs(avg, shown, "latency_ms", f"latency per {_input(src.metrics)} LR input (ms, median)", 1.0,
                          out / "quality_vs_latency.png")
         lines.append("![quality vs latency](quality_vs_latency.png)")
-    plots.metric_vs_prune(t1, [m for m in shown if t1[m.key].notna().any()], t1_width, out / "table1.png")
+    plots.metric_vs_prune(t1, [m for m in shown if t1[t1.metric == m.paper].ours.notna().any()], t1_width, out / "table1.png")
     lines.append("![Table 1 as a plot](table1.png)")
     # Training curves of every evaluated model, from the dvclive log beside its weights;
     # colour = the teacher's prune ratio, line style = the student's width, grey = ablations.
@@ -358,7 +509,8 @@ def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width
 
 
 def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
-    """Write table1.csv, table2.csv, grid.csv, ablation.csv, metrics.json, the plots and tables.md into `out`."""
+    """Write table1.csv, table2.csv (long form), grid.csv, ablation.csv, metrics.json (the headline numbers),
+    grid.json (every model), the plots and tables.md into `out`; return what metrics.json holds."""
     results = load_results(src.metrics, src.timings)
     paper = load_paper(src.paper)
     widths = sorted(results[results.role == "student"].width.unique())
@@ -369,10 +521,9 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
     for name, df in (("table1.csv", t1), ("table2.csv", t2), ("grid.csv", results), ("ablation.csv", ab)):
         with atomic_file(out / name) as tmp:
             df.to_csv(tmp, index=False, float_format="%.6g")
-    metrics = dvc_metrics(t1, t2, results)
-    if not ab.empty:
-        metrics["ablation"] = {f"{r.distillation}_{r.width}": _present(r) for r in ab.itertuples()}
+    metrics = dvc_metrics(t1, t2, ab)
     write_json(out / "metrics.json", metrics)
+    write_json(out / "grid.json", grid_json(results))
     figures = _figures(p, results, t1, t1_width, src, out)
 
     grid = results[results.dataset == "Average"].copy()
@@ -384,14 +535,16 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
         index=False, floatfmt=".4g", missingval="n/a")
     md = "\n\n".join([
         "# esrkd results: Baek et al., JBE 2024, Tables 1–2",
-        "Each cell: ours (paper, ours − paper); — where the paper has no such number.",
+        "Each cell: ours (paper, ours − paper); — where the paper has no such number; not run (paper) for a "
+        "test set of the paper's this run lacks. ↑: higher is better, ↓: lower is better.",
         "## Protocol\n" + protocol(p, results, src.metrics, src.test),
+        "## Findings — the paper's claims, tested on this run\n" + findings_md(findings(t1, t2, ab, p.base.profile), p.base.profile),
         f"## Table 1 — Student_{t1_width} distilled from teachers pruned at each ratio (average over test sets)\n"
-        + _markdown(t1, {"teacher_prune": "teacher prune", "params_m": "params (M)"}),
-        f"## Table 2 — the teacher pruned at {p.prune:g} and its students (average over test sets)\n"
-        + _markdown(t2, {"model": "model", "params_m": "params (M)"}),
+        + (f"Student_{t1_width}: {t1.params_m.iloc[0]:.2f}M non-zero parameters.\n\n" if len(t1) else "") + table1_md(t1),
+        f"## Table 2 — the teacher pruned at {p.prune:g} and its students, per test set\n"
+        + table2_md(t2, set(results.dataset)),
         f"## Ablation — does distillation help? (teacher pruned at {p.ablation.prune:g}; in brackets: gain over "
-        "no distillation; for FID and LPIPS lower is better)\n" + _ablation_md(ab) + "\n\n" + _ablation_summary(ab),
+        "no distillation; for FID and LPIPS lower is better)\n" + _ablation_md(ab),
         "## Full grid (average over test sets)\n" + grid_md,
         "## Cost\n" + cost_summary(results, _input(src.metrics)),
         "## Figures\n" + "\n\n".join(figures),
