@@ -57,7 +57,7 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     log = _run(repo, "dvc", "repro")
     expected = {"prepare", "teacher", "prune@0.3", "prune@0.5", "distill@0.3-4", "distill@0.5-4",
                 "ablate@none-4", "ablate@output-4", "evaluate_teacher@0.3", "evaluate_teacher@0.5",
-                "evaluate@0.3", "evaluate@0.5", "evaluate_ablations", "report"}
+                "evaluate@0.3", "evaluate@0.5", "evaluate_ablations", "export@0.3", "export@0.5", "report"}
     assert set(_ran(log)) == expected and len(_ran(log)) == len(expected)
 
     md = (repo / "reports/tables.md").read_text()
@@ -74,12 +74,16 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
         assert m["sets"]["tiny"]["n_images"] == 1 and m["protocol"]["crop_border"] == 4
         assert (repo / f"results/{model}/tiny/chelsea.png").is_file()
         assert m["sets"]["tiny"]["fid"] is None  # one test image: no FID, said so rather than faked
-        assert m["lpips_status"] == "available" and 0 < m["sets"]["tiny"]["lpips"] < 1  # AlexNet converted offline
+        assert m["lpips_status"] == "available" and 0.1 < m["sets"]["tiny"]["lpips"] < 2  # AlexNet converted offline; far from HR
         assert m["flops"] > 0 and m["flops_input"] == "1x3x128x128"
         assert json.loads((repo / f"timings/{model}.json").read_text())["median_ms"] > 0
     assert len(list((repo / "data/prepared/train/HR").iterdir())) == 49
     pruned = json.loads((repo / "models/pruned/0.5/prune.json").read_text())
     assert pruned["scope"] == "layer" and abs(pruned["zero_fraction"] - 0.5) < 0.01  # each conv: round(0.5 n)
+    sizes = json.loads((repo / "exports/0.3/sizes.json").read_text())
+    assert set(sizes) == {"teacher", "student-4"} and sizes["teacher"]["onnx_max_abs_diff"] < 1e-4
+    assert (repo / "exports/0.3/student-4.onnx").stat().st_size == sizes["student-4"]["onnx_bytes"]
+    assert "ONNX fp16 (MB)" in md
     assert not list(repo.rglob(".*.tmp-*"))  # nothing half-written left behind
 
     assert _ran(_run(repo, "dvc", "repro")) == []

@@ -1,7 +1,9 @@
 """The `esrkd` command, and the error handling every stage script shares.
 
     esrkd check [PARAMS]                      validate a params file (default params.yaml)
-    esrkd upscale WEIGHTS INPUT OUTPUT        super-resolve an image or a folder of images
+    esrkd upscale MODEL INPUT... OUTPUT       super-resolve images and folders of images, tile by tile
+                                              (or -o OUTPUT; --tile, --pad; MODEL: net_g.pth or .onnx)
+    esrkd export MODEL [--format F] [--fp16]  write a net_g.pth as ONNX or TorchScript
     esrkd download {div2k,benchmark} [--lr S] fetch the paper profile's data into data/raw
 """
 
@@ -45,6 +47,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be an integer >= 0")
+    return value
+
+
 def _check(args: argparse.Namespace) -> None:
     from esrkd import config
 
@@ -53,22 +63,27 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _upscale(args: argparse.Namespace) -> None:
-    import torch
+    from esrkd.upscale import load_model, plan, upscale_files
 
+    if args.output is None and len(args.paths) < 2:
+        raise DataError("give an output after the inputs, or with -o OUTPUT.")
+    inputs, output = (args.paths, args.output) if args.output else (args.paths[:-1], args.paths[-1])
+    pairs = plan(inputs, output)
+    failed = upscale_files(load_model(args.model, args.fp32), pairs, args.tile, args.pad)
+    if failed:
+        print(f"error: {len(failed)} of {len(pairs)} input(s) not upscaled: {', '.join(map(str, failed))}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _export(args: argparse.Namespace) -> None:
     from esrkd.checkpoint import load_generator
-    from esrkd.data import list_images, read_image, write_png
-    from esrkd.evaluate import super_resolve
+    from esrkd.export import export_onnx, export_torchscript
 
-    net, _ = load_generator(args.weights)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net.to(device).eval()
-    inputs = list_images(args.input) if args.input.is_dir() else [args.input]
-    out_dir = args.output if args.input.is_dir() else args.output.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path in inputs:
-        target = out_dir / f"{path.stem}.png" if args.input.is_dir() else args.output
-        write_png(target, super_resolve(net, read_image(path), device))
-        print(target)
+    net, _ = load_generator(args.model)
+    suffix = {"onnx": ".fp16.onnx" if args.fp16 else ".onnx", "torchscript": ".pt"}[args.format]
+    out = args.out or args.model.with_suffix(suffix)
+    size = export_onnx(net, out, args.fp16) if args.format == "onnx" else export_torchscript(net, out)
+    print(f"{out}: {size:,} bytes")
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -86,16 +101,30 @@ def _download(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from esrkd.upscale import PAD, TILE  # the library's defaults, shown in --help
+
     parser = argparse.ArgumentParser(prog="esrkd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(required=True)
     check = sub.add_parser("check", help="validate a params file")
     check.add_argument("params", nargs="?", type=Path, default=Path("params.yaml"))
     check.set_defaults(func=_check)
-    up = sub.add_parser("upscale", help="super-resolve images with a generator weights file (net_g.pth)")
-    up.add_argument("weights", type=Path)
-    up.add_argument("input", type=Path, help="an image or a folder of images")
-    up.add_argument("output", type=Path, help="the output PNG (for an image) or folder (for a folder)")
+    up = sub.add_parser("upscale", help="super-resolve images of any size with a net_g.pth or an ONNX file, tile by tile")
+    up.add_argument("model", type=Path, help="a generator written by esrkd (net_g.pth) or exported by it (.onnx)")
+    up.add_argument("paths", type=Path, nargs="+", metavar="INPUT",
+                    help="images and folders of images; without -o the last one is the output")
+    up.add_argument("-o", "--output", type=Path,
+                    help="a .png for a single image, else a folder for <stem>.png files; never an input")
+    up.add_argument("--tile", type=positive_int, default=TILE, help="tile side in LR pixels; bounds memory (default %(default)s)")
+    up.add_argument("--pad", type=non_negative_int, default=PAD,
+                    help="LR pixels of context around each tile (default %(default)s); seams match a whole-image run once it covers the receptive field")
+    up.add_argument("--fp32", action="store_true", help="on CUDA, run fp32 instead of bf16 (or fp16) autocast")
     up.set_defaults(func=_upscale)
+    exp = sub.add_parser("export", help="write a generator (net_g.pth) as ONNX or TorchScript")
+    exp.add_argument("model", type=Path)
+    exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    exp.add_argument("--out", type=Path, help="default: MODEL with .onnx, .fp16.onnx or .pt")
+    exp.add_argument("--fp16", action="store_true", help="ONNX: store the weights as fp16 (inputs, outputs and arithmetic stay fp32)")
+    exp.set_defaults(func=_export)
     down = sub.add_parser("download", help="fetch DIV2K (train + valid HR) or the SR benchmark sets, verified and resumable")
     down.add_argument("what", choices=["div2k", "benchmark"])
     down.add_argument("--raw", type=Path, default=Path("data/raw"), help="where the extracted folders go")
@@ -103,4 +132,6 @@ def main(argv: list[str] | None = None) -> None:
     down.add_argument("--archives", type=Path, default=Path("data/downloads"), help="where the archives are kept")
     down.set_defaults(func=_download)
     args = parser.parse_args(argv)
+    if getattr(args, "fp16", False) and args.format == "torchscript":
+        parser.error("--fp16 is for ONNX; a TorchScript file turns fp16 when loaded: torch.jit.load(path).half()")
     run(lambda: args.func(args))

@@ -465,6 +465,20 @@ class Inputs:
     timings: Path | None = None
     results: Path | None = None  # SR images, for the Fig. 2-style grid
     test: Path | None = None  # prepared test sets (HR, LR), for the same grid
+    exports: Path | None = None  # the export stages' folders (<ratio>/sizes.json), for the sizes on disk
+
+
+def export_sizes(results: pd.DataFrame, exports: Path | None) -> pd.DataFrame:
+    """`results` with each exported model's ONNX sizes on disk (MB, fp32 and fp16 weights); NaN where not exported."""
+    sizes = {}
+    for path in sorted(Path(exports).glob("*/sizes.json")) if exports is not None else []:
+        for name, s in json.loads(path.read_text()).items():
+            sizes[(float(path.parent.name), name)] = (s["onnx_bytes"] / 1e6, s["onnx_fp16_bytes"] / 1e6)
+    # the export stage names models as the evaluate stage does: teacher, student-<width>
+    keys = [(r.teacher_prune, "teacher" if r.role == "teacher" else f"student-{r.width}") if r.variant in ("", "features")
+            else None for r in results.itertuples()]
+    found = [sizes.get(k, (None, None)) for k in keys]
+    return results.assign(onnx_mb=[a for a, _ in found], onnx_fp16_mb=[b for _, b in found])
 
 
 def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width: int, src: Inputs, out: Path) -> list[str]:
@@ -511,7 +525,7 @@ def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width
 def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
     """Write table1.csv, table2.csv (long form), grid.csv, ablation.csv, metrics.json (the headline numbers),
     grid.json (every model), the plots and tables.md into `out`; return what metrics.json holds."""
-    results = load_results(src.metrics, src.timings)
+    results = export_sizes(load_results(src.metrics, src.timings), src.exports)
     paper = load_paper(src.paper)
     widths = sorted(results[results.role == "student"].width.unique())
     t1_width = 16 if 16 in widths else int(widths[0])
@@ -530,8 +544,10 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
     grid["model"] = [_label(r, w) + ("" if v in ("", "features") else f" (distillation: {v})")
                      for r, w, v in zip(grid.role, grid.width, grid.variant)]
     grid["params (M)"] = grid.params_nonzero / 1e6
-    grid = grid.rename(columns={"gflops": "GFLOPs", "latency_ms": "latency (ms)"})
-    grid_md = grid[["teacher_prune", "model", "params (M)", "GFLOPs", "latency (ms)", *KEYS]].to_markdown(
+    grid = grid.rename(columns={"gflops": "GFLOPs", "latency_ms": "latency (ms)", "onnx_mb": "ONNX (MB)",
+                                "onnx_fp16_mb": "ONNX fp16 (MB)"})
+    grid_md = grid[["teacher_prune", "model", "params (M)", "GFLOPs", "latency (ms)", "ONNX (MB)", "ONNX fp16 (MB)",
+                    *KEYS]].to_markdown(
         index=False, floatfmt=".4g", missingval="n/a")
     md = "\n\n".join([
         "# esrkd results: Baek et al., JBE 2024, Tables 1–2",

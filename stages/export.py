@@ -1,0 +1,48 @@
+"""export: write every generator as ONNX (fp32, and fp16 weights) and record the files' sizes."""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from esrkd.arch import count_params
+from esrkd.checkpoint import load_generator
+from esrkd.cli import run
+from esrkd.data import DataError
+from esrkd.evaluate import model_files, model_name
+from esrkd.export import export_onnx, onnx_max_abs_diff, params_bytes
+from esrkd.outputs import atomic_dir, write_json
+
+CHECK_SHAPE = (1, 3, 24, 32)  # a fixed LR batch every export is checked against PyTorch on
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=Path, nargs="+", required=True, help="net_g.pth files, or folders holding them")
+    parser.add_argument("--out", type=Path, required=True, help="folder for <model>.onnx, <model>.fp16.onnx and sizes.json")
+    args = parser.parse_args()
+    x = torch.rand(CHECK_SHAPE, generator=torch.Generator().manual_seed(0))
+    sizes: dict[str, dict] = {}
+    with atomic_dir(args.out) as out:
+        for path in model_files(args.models):
+            net, meta = load_generator(path)
+            name = model_name(meta)
+            if name in sizes:
+                raise DataError(f"{path}: a second model named {name} (first: {sizes[name]['weights']}); export them separately.")
+            onnx32, onnx16 = out / f"{name}.onnx", out / f"{name}.fp16.onnx"
+            sizes[name] = {
+                "weights": str(path),
+                "params": count_params(net)[0],
+                "params_bytes": params_bytes(net),
+                "pth_bytes": path.stat().st_size,
+                "onnx_bytes": export_onnx(net, onnx32),
+                "onnx_fp16_bytes": export_onnx(net, onnx16, fp16=True),
+                "onnx_max_abs_diff": onnx_max_abs_diff(net, onnx32, x),
+                "onnx_fp16_max_abs_diff": onnx_max_abs_diff(net, onnx16, x),
+            }
+            print(f"{path} -> {onnx32.name}: {sizes[name]['onnx_bytes']:,} bytes, fp16 {sizes[name]['onnx_fp16_bytes']:,}")
+        write_json(out / "sizes.json", sizes)
+
+
+if __name__ == "__main__":
+    run(main)

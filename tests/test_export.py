@@ -1,0 +1,89 @@
+"""ONNX and TorchScript exports of a generator give PyTorch's output, at any image size."""
+
+import json
+import runpy
+import sys
+
+import pytest
+import torch
+
+from esrkd.arch import RRDBArgs, RRDBNet
+from esrkd.checkpoint import save_generator
+from esrkd.cli import main
+from esrkd.export import export_onnx, export_torchscript, onnx_max_abs_diff
+
+from .conftest import ROOT
+
+ONNX_TOL = 1e-4  # fp32 ONNX vs PyTorch, max abs on [0, 1] outputs; measured ~3e-8
+FP16_TOL = 1e-3  # weights rounded to fp16; measured ~5e-5 on this net
+
+
+@pytest.fixture(scope="module")
+def net() -> RRDBNet:
+    torch.manual_seed(0)
+    return RRDBNet(RRDBArgs(num_feat=16, num_block=1, num_grow_ch=8)).eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_files(net, tmp_path_factory) -> tuple:
+    folder = tmp_path_factory.mktemp("onnx")
+    return (export_onnx(net, folder / "g.onnx"), folder / "g.onnx",
+            export_onnx(net, folder / "g.fp16.onnx", fp16=True), folder / "g.fp16.onnx")
+
+
+def test_onnx_matches_pytorch_at_two_odd_sizes_through_one_file(net, onnx_files):
+    _, path, _, _ = onnx_files
+    first = onnx_max_abs_diff(net, path, torch.rand(1, 3, 13, 21))
+    second = onnx_max_abs_diff(net, path, torch.rand(2, 3, 17, 9))  # another batch, height and width: dynamic axes
+    print(f"ONNX vs PyTorch max abs: 13x21 {first:.2e}, 2 x 17x9 {second:.2e}")
+    assert first < ONNX_TOL and second < ONNX_TOL
+
+
+def test_fp16_onnx_is_about_half_the_size_and_close(net, onnx_files):
+    fp32_bytes, _, fp16_bytes, path = onnx_files
+    diff = onnx_max_abs_diff(net, path, torch.rand(1, 3, 13, 21))
+    print(f"fp16 ONNX: {fp16_bytes / fp32_bytes:.3f} of fp32's {fp32_bytes} bytes, max abs {diff:.2e}")
+    assert 0.45 < fp16_bytes / fp32_bytes < 0.6  # above 0.5 by the graph and the casts
+    assert diff < FP16_TOL
+
+
+def test_torchscript_matches_exactly(net, tmp_path):
+    size = export_torchscript(net, tmp_path / "g.pt")
+    assert size == (tmp_path / "g.pt").stat().st_size
+    traced = torch.jit.load(str(tmp_path / "g.pt"))
+    x = torch.rand(1, 3, 13, 21)
+    with torch.no_grad():
+        assert torch.equal(traced(x), net(x))
+
+
+def test_cli_exports_beside_the_model_and_refuses_a_foreign_file(net, tmp_path, capsys):
+    save_generator(tmp_path / "net_g.pth", net, None, {"role": "teacher"})
+    main(["export", str(tmp_path / "net_g.pth"), "--fp16"])
+    assert (tmp_path / "net_g.fp16.onnx").stat().st_size > 0
+    main(["export", str(tmp_path / "net_g.pth"), "--format", "torchscript", "--out", str(tmp_path / "ts" / "g.pt")])
+    assert (tmp_path / "ts" / "g.pt").is_file()
+    capsys.readouterr()
+    (tmp_path / "foreign.pth").write_bytes(b"not a checkpoint")
+    torch.save({"state_dict": {}}, tmp_path / "other.pth")
+    for name, reason in (("foreign.pth", "not a readable PyTorch weights file"), ("other.pth", "it was not written by esrkd")):
+        with pytest.raises(SystemExit) as done:
+            main(["export", str(tmp_path / name)])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / name}: ") and reason in err
+    assert not list(tmp_path.glob("*.onnx.tmp-*"))
+
+
+def test_stage_exports_every_model_and_records_sizes(net, tmp_path, monkeypatch):
+    save_generator(tmp_path / "models" / "teacher" / "net_g.pth", net, None, {"role": "teacher"})
+    student = RRDBNet(RRDBArgs(num_feat=4, num_block=1, num_grow_ch=4))
+    save_generator(tmp_path / "models" / "students" / "4" / "net_g.pth", student, None, {"role": "student", "width": 4})
+    monkeypatch.setattr(sys, "argv", ["export", "--models", str(tmp_path / "models"), "--out", str(tmp_path / "out")])
+    runpy.run_path(str(ROOT / "stages" / "export.py"), run_name="__main__")
+    sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "sizes.json", "student-4.fp16.onnx", "student-4.onnx", "teacher.fp16.onnx", "teacher.onnx"]
+    teacher = sizes["teacher"]
+    assert teacher["onnx_bytes"] == (tmp_path / "out" / "teacher.onnx").stat().st_size
+    assert teacher["params_bytes"] == 4 * teacher["params"]
+    assert teacher["onnx_max_abs_diff"] < ONNX_TOL and teacher["onnx_fp16_max_abs_diff"] < FP16_TOL
