@@ -23,7 +23,6 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from esrkd.outputs import atomic_file
@@ -67,11 +66,15 @@ def package_file(module: str, relative: str) -> Path | None:
 
 def weights_file(arch: str) -> Path:
     """Where torchvision looks for `arch`'s ImageNet weights (IMAGENET1K_V1, what `pretrained=True` means)."""
+    import torchvision  # here, not at the top: stages that never build a backbone skip its ~1.4 s import
+
     return hub_checkpoint(torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url)
 
 
 def skeleton(arch: str) -> nn.Module:
     """torchvision's `arch` on the meta device: shapes only, to read or to fill by load_state_dict(assign=True)."""
+    import torchvision
+
     # Nothing is allocated or randomly initialised (~1.5 s for VGG16, mostly its classifier).
     with torch.device("meta"):
         return torchvision.models.get_model(arch)

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import get_ema_multi_avg_fn
-from dvclive import Live
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -258,6 +257,8 @@ def fit(
 
 def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) -> None:
     """The logged losses as dvclive metrics (step = training iteration), for `dvc plots`."""
+    from dvclive import Live  # imported where used: the prune stage imports this module but never logs
+
     with Live(str(log_dir), dvcyaml=None, save_dvc_exp=False) as live:
         for it, row in history:
             live.step = it
