@@ -30,7 +30,8 @@ from esrkd.checkpoint import load_state
 from esrkd.data import PatchDataset, bicubic_downscale, crop_to_scale, load_sources
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import FEATURE_LOSSES, feature_distillation_loss
-from esrkd.train import fit, setup
+from esrkd.runtime import setup
+from esrkd.train import fit
 from esrkd.weights import load_pretrained_generator
 
 IMAGES = ["skimage:astronaut", "skimage:chelsea", "skimage:coffee", "skimage:rocket"]

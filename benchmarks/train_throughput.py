@@ -22,7 +22,8 @@ from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset
 from esrkd.distill import Distiller, student_args
-from esrkd.train import fit, setup
+from esrkd.runtime import setup
+from esrkd.train import fit
 
 
 def _data(p: config.Params, iters: int) -> PatchDataset:

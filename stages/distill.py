@@ -11,7 +11,8 @@ from esrkd.cli import positive_int, run
 from esrkd.dist import init, relaunch
 from esrkd.distill import MODES, Distiller, student_args
 from esrkd.losses import load_perceptual_loss
-from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_outputs
+from esrkd.runtime import setup
+from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
 
 
 def main() -> None:

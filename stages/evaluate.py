@@ -12,7 +12,7 @@ from esrkd.evaluate import evaluate, model_files, model_name
 from esrkd.fid import load_inception
 from esrkd.outputs import atomic_dir, write_json
 from esrkd.perceptual_metrics import load_lpips
-from esrkd.train import setup
+from esrkd.runtime import setup
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ from esrkd.checkpoint import load_generator, save_generator
 from esrkd.cli import prune_ratio, run
 from esrkd.outputs import atomic_dir, write_json
 from esrkd.prune import SCOPES, l1_finetune, prune_l1
-from esrkd.train import files_digest, fingerprint, resume_file, setup
+from esrkd.runtime import setup
+from esrkd.train import files_digest, fingerprint, resume_file
 
 
 def main() -> None:

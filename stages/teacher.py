@@ -9,7 +9,8 @@ from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.cli import run
 from esrkd.dist import init, relaunch
 from esrkd.losses import load_perceptual_loss
-from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, setup, write_outputs
+from esrkd.runtime import setup
+from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
 from esrkd.weights import init_generator, resolve_init
 
 

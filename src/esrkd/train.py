@@ -33,19 +33,6 @@ from esrkd.losses import PerceptualLoss, ragan_loss
 from esrkd.outputs import atomic_dir, atomic_file
 
 
-def setup(base: config.Base) -> torch.device:
-    """Seed every RNG from params and pick the device; call once at the start of a stage."""
-    random.seed(base.seed)
-    np.random.seed(base.seed)
-    torch.manual_seed(base.seed)
-    if base.threads:
-        torch.set_num_threads(base.threads)
-    if base.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.yaml base.device is 'cuda' but no CUDA device is visible; set it to 'auto' or 'cpu'.")
-    use_cuda = base.device == "cuda" or (base.device == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if use_cuda else "cpu")
-
-
 def learning_rate(it: int, cfg: config.Train) -> float:
     """Step decay: the rate halves after each milestone iteration (BasicSR's MultiStepLR, gamma 0.5)."""
     return cfg.lr * 0.5 ** sum(it > m for m in cfg.lr_milestones)
