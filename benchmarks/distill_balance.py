@@ -31,7 +31,7 @@ from esrkd.data import PatchDataset, bicubic_downscale, crop_to_scale, load_sour
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import FEATURE_LOSSES, feature_distillation_loss
 from esrkd.runtime import setup
-from esrkd.train import fit
+from esrkd.train import Generator, TrainState, fit
 from esrkd.weights import load_pretrained_generator
 
 IMAGES = ["skimage:astronaut", "skimage:chelsea", "skimage:coffee", "skimage:rocket"]
@@ -94,24 +94,26 @@ def main() -> None:
     data = PatchDataset(_pairs(p.base.scale), p.base.scale, args.patch, args.iters * args.batch, p.base.seed)
     lr = torch.stack([data[k][0] for k in range(args.batch)])  # iteration 1's batch
 
-    def student() -> RRDBNet:  # the same initial student (and, drawn next, adapters) for every feature loss
+    def student() -> Generator:  # the same initial student (and, drawn next, adapters) for every feature loss
         torch.manual_seed(p.base.seed)
-        return RRDBNet(student_args(teacher.args, args.width))
+        return Generator(RRDBNet(student_args(teacher.args, args.width)), layers, teacher.args.num_feat)
 
     with torch.no_grad():
         t_feats = teacher.forward_features(lr, layers)[1]
-        s_feats = student().forward_features(lr, layers)[1]
+        s_feats = student().net.forward_features(lr, layers)[1]  # before any adapter
         fitted = fitted_adapters(s_feats, t_feats)
+        fitted_feats = [f(s) for f, s in zip(fitted, s_feats)]
     rows = []
     for kind in FEATURE_LOSSES:
         G = student()
-        distiller = Distiller(teacher, args.width, layers, weight, kind)
+        distiller = Distiller(teacher, layers, weight, kind)
         D = VGGStyleDiscriminator(DiscArgs(num_feat=p.net.d_num_feat, input_size=args.patch))  # idle in the warm-up
-        result = fit(G, D, data, cfg, torch.device("cpu"), None, distiller, desc=kind)
+        result = fit(TrainState(G, D, cfg, distiller=distiller), data, kind)
         first = {k: raw for k, (raw, _) in result.balance["warmup"].items()}
         last = {k.removeprefix("warmup/"): v for k, v in result.history[-1][1].items()}
+        last["l_distill"] /= weight  # the log holds lambda_distill * L_distill
         with torch.no_grad():
-            settled = feature_distillation_loss(s_feats, t_feats, fitted, kind).item()
+            settled = feature_distillation_loss(fitted_feats, t_feats, kind).item()
         for when, l_pix, l_distill in (("1", first["l_pix"], first["l_distill"]), (str(args.iters), last["l_pix"], last["l_distill"]),
                                        ("fitted", first["l_pix"], settled)):
             rows.append((kind, when, l_pix, l_distill, l_distill / len(layers), l_pix / l_distill, cfg.l1_weight * l_pix / l_distill))

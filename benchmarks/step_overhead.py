@@ -4,9 +4,9 @@ Both sides train the same student (from the same initial weights, with the same 
 1x1 adapters, discriminator, Adam optimisers, foreach EMA update and learning-rate schedule) on the
 same batches, in one process, on the CPU, with the same thread count:
 
-  project  `fit(G, D, data, cfg, cpu, distiller=...)`: DataLoader over the PatchDataset, tqdm bar,
-           loss dict, logging every `log_every` iterations, the once-per-phase balance line; no
-           checkpoint file (state_file=None), perceptual loss off.
+  project  `fit(TrainState(G, D, cfg, distiller=...), data)`: DataLoader over the PatchDataset, tqdm
+           bar, loss dict, logging every `log_every` iterations, the once-per-phase balance line; no
+           checkpoint file (resume=None), perceptual loss off.
   bare     a plain loop over the same batches, materialised in memory beforehand: forward, losses,
            backward, optimiser steps, EMA; no logging, no checkpoints, no data loading.
 
@@ -51,14 +51,14 @@ from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import ragan_loss
-from esrkd.train import fit, learning_rate
+from esrkd.train import Generator, TrainState, fit, learning_rate
 
 from cpu_quiet import timed, wait_quiet  # benchmarks/ is on sys.path when a script in it runs
 
 
 @dataclass
 class Nets:
-    G: RRDBNet
+    G: Generator  # the student and its adapters
     D: VGGStyleDiscriminator
     distiller: Distiller
 
@@ -67,9 +67,10 @@ def _initial_nets(p: config.Params, args: argparse.Namespace) -> Nets:
     torch.manual_seed(p.base.seed)
     teacher = RRDBNet(RRDBArgs(num_feat=args.teacher_width, num_block=args.blocks, num_grow_ch=p.net.num_grow_ch,
                                scale=p.base.scale))
-    G = RRDBNet(student_args(teacher.args, args.width))
+    layers = list(range(args.blocks))
+    G = Generator(RRDBNet(student_args(teacher.args, args.width)), layers, teacher.args.num_feat)
     D = VGGStyleDiscriminator(DiscArgs(num_feat=p.net.d_num_feat, input_size=args.patch))
-    distiller = Distiller(teacher, args.width, list(range(args.blocks)), p.distill.distill_weight, p.distill.feature_loss)
+    distiller = Distiller(teacher, layers, p.distill.distill_weight, p.distill.feature_loss)
     return Nets(G, D, distiller)
 
 
@@ -91,11 +92,10 @@ def bare_fit(nets: Nets, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: 
     G, D, distiller = nets.G, nets.D, nets.distiller
     G.train()
     D.train()
-    g_params = list(G.parameters()) + list(distiller.adapters.parameters())
-    opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
-    ema = copy.deepcopy(G).requires_grad_(False)
-    ema_update, ema_params, live_params = get_ema_multi_avg_fn(cfg.ema_decay), list(ema.parameters()), list(G.parameters())
+    ema = copy.deepcopy(G.net).requires_grad_(False)
+    ema_update, ema_params, live_params = get_ema_multi_avg_fn(cfg.ema_decay), list(ema.parameters()), list(G.net.parameters())
     rate = cfg.lr
     D.requires_grad_(False)  # only the D step needs D's gradients
     for it, (lr, hr) in enumerate(batches, start=1):
@@ -104,13 +104,13 @@ def bare_fit(nets: Nets, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: 
             for group in (*opt_g.param_groups, *opt_d.param_groups):
                 group["lr"] = rate
         gan_phase = it > cfg.warmup_iters
-        sr, feats = G.forward_features(lr, distiller.layers)
+        sr, feats = G(lr)  # feats: the adapted f_i(C_i)
         l_pix = F.l1_loss(sr, hr)
         if gan_phase:
             loss = cfg.l1_weight * l_pix + cfg.gan_weight * ragan_loss(D(sr), D(hr).detach())
         else:
             loss = l_pix
-        loss = loss + distiller.weight * distiller(lr, sr, feats)
+        loss = loss + distiller(lr, sr, feats)  # already lambda_distill * L_distill
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
@@ -126,12 +126,12 @@ def bare_fit(nets: Nets, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: 
 
 
 def project_fit(nets: Nets, data: PatchDataset, cfg: config.Train) -> RRDBNet:
-    return fit(nets.G, nets.D, data, cfg, torch.device("cpu"), distiller=nets.distiller, desc="project").ema
+    return fit(TrainState(nets.G, nets.D, cfg, distiller=nets.distiller), data, "project").ema
 
 
 def _same_weights(a: tuple[Nets, RRDBNet], b: tuple[Nets, RRDBNet]) -> bool:
     def states(nets: Nets, ema: RRDBNet) -> list[dict]:
-        return [nets.G.state_dict(), ema.state_dict(), nets.D.state_dict(), nets.distiller.adapters.state_dict()]
+        return [nets.G.state_dict(), ema.state_dict(), nets.D.state_dict()]  # G's holds its adapters
 
     return all(sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa) for sa, sb in zip(states(*a), states(*b)))
 
@@ -172,6 +172,14 @@ def _label(key: tuple[str, int, str]) -> str:
     return f"{'/'.join(parts[-2:])}:{line}({name})"
 
 
+def _wraps_the_math(key: tuple[str, int, str]) -> bool:
+    """A call whose cumulative time is mostly the math both sides do (the bare loop does it inline): the
+    trial itself, and fit's TrainState, whose setup and step() are the bare loop's own code."""
+    filename, _, name = key
+    in_train = filename.replace("\\", "/").endswith("esrkd/train.py")
+    return name in ("project_fit", "_profile", "<lambda>") or (in_train and name in ("fit", "__init__", "step"))
+
+
 def print_profile(project: pstats.Stats, bare: pstats.Stats, iters: int, top: int) -> None:
     """Seconds per iteration by area (self time), then the functions whose cumulative time grew most."""
     pa, ba = _by_area(project), _by_area(bare)
@@ -189,7 +197,7 @@ def print_profile(project: pstats.Stats, bare: pstats.Stats, iters: int, top: in
 
     added = []
     for key, (_, ncalls, _, cumtime, _) in project.stats.items():
-        if key[2] not in ("project_fit", "fit", "_profile", "<lambda>") and ncalls > calls(bare, key):
+        if not _wraps_the_math(key) and ncalls > calls(bare, key):
             added.append((cumtime * (ncalls - calls(bare, key)) / ncalls, ncalls - calls(bare, key), key))
     print("\nwhat the project calls more often than the bare loop: cumulative ms per iteration of the extra calls")
     for cumtime, extra_calls, key in sorted(added, reverse=True)[:top]:

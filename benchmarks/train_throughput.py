@@ -22,8 +22,9 @@ from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset
 from esrkd.distill import Distiller, student_args
+from esrkd.evaluate import model_name
 from esrkd.runtime import setup
-from esrkd.train import fit
+from esrkd.train import Engine, Generator, TrainState, fit
 
 
 def _data(p: config.Params, iters: int) -> PatchDataset:
@@ -39,16 +40,20 @@ def _its_per_second(p: config.Params, cfg, width: int | None, precision: str, it
     (the same seed and batches on every path, so a quality loss of the fast path would show there)."""
     torch.manual_seed(0)
     teacher = RRDBNet(p.teacher_arch)
-    G = teacher if width is None else RRDBNet(student_args(p.teacher_arch, width))
-    distiller = None if width is None else Distiller(teacher, width, p.distill_layers, 1.0, "mse")
+    if width is None:
+        G, distiller = Generator(teacher), None
+    else:
+        G = Generator(RRDBNet(student_args(p.teacher_arch, width)), p.distill_layers, p.teacher_arch.num_feat)
+        distiller = Distiller(teacher, p.distill_layers, 1.0, "mse")
     D = VGGStyleDiscriminator(p.disc_arch)
     cfg = cfg.model_copy(update={"warmup_iters": 0, "gan_iters": iters, "log_every": iters})
-    fit(G, D, _data(p, 2), cfg.model_copy(update={"gan_iters": 2}), device, distiller=distiller, precision=precision,
-        compile=compile)  # warm-up (and compilation)
+    # One state for the warm-up and the timed run: the timed run reuses what the warm-up compiled.
+    state = TrainState(G, D, cfg, Engine(device, precision, compile), distiller=distiller)
+    fit(state, _data(p, 2), "warm-up")  # and compilation, with compile
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    result = fit(G, D, _data(p, iters), cfg, device, distiller=distiller, precision=precision, compile=compile)
+    result = fit(state, _data(p, iters))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return iters / (time.perf_counter() - start), result.history[-1][1]["gan/l_pix"]
@@ -64,7 +69,9 @@ def main() -> None:
     p = config.load(args.params)
     device = setup(p.base)
     rows = {}
-    for name, cfg, width in (("teacher", p.teacher, None), (f"student_{args.width}", p.distill, args.width)):
+    student = {"role": "student", "width": args.width}
+    for meta, cfg, width in (({"role": "teacher"}, p.teacher, None), (student, p.distill, args.width)):
+        name = model_name(meta)
         plain, plain_l1 = _its_per_second(p, cfg, width, "fp32", args.iters, device)
         fast, fast_l1 = _its_per_second(p, cfg, width, "bf16", args.iters, device)
         rows[name] = {"fp32_it_s": round(plain, 3), "fast_it_s": round(fast, 3), "speedup": round(fast / plain, 2),

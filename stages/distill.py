@@ -7,12 +7,12 @@ from pathlib import Path
 from esrkd import config
 from esrkd.arch import RRDBNet
 from esrkd.checkpoint import load_discriminator, load_generator
-from esrkd.cli import positive_int, run
 from esrkd.dist import init, relaunch
-from esrkd.distill import MODES, Distiller, student_args
+from esrkd.distill import Distiller, MODES, student_args
+from esrkd.errors import positive_int, run
 from esrkd.losses import load_perceptual_loss
 from esrkd.runtime import setup
-from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
+from esrkd.train import Engine, Generator, Resume, TrainState, files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
 
 
 def main() -> None:
@@ -31,29 +31,28 @@ def main() -> None:
     world, device = init(setup(p.base))
     teacher, teacher_meta = load_generator(args.teacher)
     D = load_discriminator(args.disc)
-    G = RRDBNet(student_args(teacher.args, args.width))
     use_teacher = args.mode != "none" and cfg.distill_weight > 0
-    distiller = Distiller(teacher, args.width, p.distill_layers, cfg.distill_weight, cfg.feature_loss, args.mode) if use_teacher else None
+    layers = p.distill_layers if use_teacher and args.mode == "features" else []
+    G = Generator(RRDBNet(student_args(teacher.args, args.width)), layers, teacher.args.num_feat)
+    distiller = Distiller(teacher, layers, cfg.distill_weight, cfg.feature_loss, args.mode) if use_teacher else None
     perceptual, status = load_perceptual_loss(cfg.perceptual_weight, cfg.perceptual_net, "distill.perceptual_weight")
     print(f"distill: perceptual loss {status}", file=sys.stderr)
-    state = resume_file(args.out)
     run_id = fingerprint(p.base, cfg, args.width, args.mode, p.distill_layers, status, files_digest(args.teacher, args.disc, args.data))
-    result = fit(G, D, patch_dataset(args.data, cfg, p), cfg, device, perceptual, distiller,
-                 desc=f"distill {args.width}", state_file=state, fingerprint=run_id,
-                 precision=p.base.precision, world=world, compile=p.base.compile)
+    resume = Resume(resume_file(args.out), run_id)
+    state = TrainState(G, D, cfg, Engine(device, p.base.precision, p.base.compile, world), perceptual, distiller)
+    result = fit(state, patch_dataset(args.data, cfg, p), f"distill {args.width}", resume)
     meta = {
         **teacher_meta,
         "role": "student",
         "width": args.width,
         "log": str(args.out / "log"),
         "distill_iters": {"warmup": cfg.warmup_iters, "gan": cfg.gan_iters},
-        "distill": {"mode": args.mode if use_teacher else "none", "weight": cfg.distill_weight,
-                    "layers": distiller.layers if distiller is not None else [], "feature_loss": cfg.feature_loss},
+        "distill": {"mode": args.mode if use_teacher else "none", "weight": cfg.distill_weight, "layers": layers,
+                    "feature_loss": cfg.feature_loss},
         "perceptual": status,
     }
-    has_adapters = distiller is not None and distiller.layers
-    extra = {"adapters.pth": {"params": distiller.adapters.state_dict(), "layers": distiller.layers}} if has_adapters else None
-    write_outputs(args.out, result, G, D, meta, state, world, extra)
+    extra = {"adapters.pth": {"params": G.adapters.state_dict(), "layers": layers}} if layers else None
+    write_outputs(args.out, result, G.net, D, meta, resume, world, extra)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from esrkd import config
 from esrkd.checkpoint import load_generator
-from esrkd.cli import run
 from esrkd.cost import flops, latency
+from esrkd.errors import run
 from esrkd.evaluate import evaluate, model_files, model_name
 from esrkd.fid import load_inception
 from esrkd.outputs import atomic_dir, write_json

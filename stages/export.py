@@ -7,8 +7,7 @@ import torch
 
 from esrkd.arch import count_params
 from esrkd.checkpoint import load_generator
-from esrkd.cli import run
-from esrkd.data import DataError
+from esrkd.errors import UserError, run
 from esrkd.evaluate import model_files, model_name
 from esrkd.export import export_onnx, onnx_max_abs_diff, params_bytes
 from esrkd.outputs import atomic_dir, write_json
@@ -28,7 +27,7 @@ def main() -> None:
             net, meta = load_generator(path)
             name = model_name(meta)
             if name in sizes:
-                raise DataError(f"{path}: a second model named {name} (first: {sizes[name]['weights']}); export them separately.")
+                raise UserError(f"{path}: a second model named {name} (first: {sizes[name]['weights']}); export them separately.")
             onnx32, onnx16 = out / f"{name}.onnx", out / f"{name}.fp16.onnx"
             sizes[name] = {
                 "weights": str(path),

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from esrkd import config
-from esrkd.cli import run
-from esrkd.data import DataError, missing_folders, prepare_set, prepare_test_sets
+from esrkd.data import missing_folders, prepare_set, prepare_test_sets
+from esrkd.errors import UserError, run
 from esrkd.outputs import atomic_dir, write_json
 
 
@@ -21,7 +21,7 @@ def main() -> None:
     p = config.load()
     for key, sources in (("data.train", p.data.train), ("data.train_lr", p.data.train_lr or [])):
         if gone := missing_folders(sources):
-            raise DataError(f"params.yaml {key}: {', '.join(gone)} not found; `esrkd download div2k` (--lr 4 for "
+            raise UserError(f"params.yaml {key}: {', '.join(gone)} not found; `esrkd download div2k` (--lr 4 for "
                             "DIV2K's LR) fetches DIV2K into data/raw (see data/raw/README.md), or fix the path.")
     with atomic_dir(args.out) as tmp:
         sub = p.data.train_subimages

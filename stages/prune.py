@@ -6,11 +6,11 @@ from pathlib import Path
 
 from esrkd import config
 from esrkd.checkpoint import load_generator, save_generator
-from esrkd.cli import prune_ratio, run
+from esrkd.errors import prune_ratio, run
 from esrkd.outputs import atomic_dir, write_json
 from esrkd.prune import SCOPES, l1_finetune, prune_l1
 from esrkd.runtime import setup
-from esrkd.train import files_digest, fingerprint, resume_file
+from esrkd.train import Resume, files_digest, fingerprint, resume_file
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
         run_id = fingerprint(p.base, p.teacher, p.pruning, args.ratio, args.scope, args.finetune_iters,
                              files_digest(args.teacher, args.data))
         finetune = lambda masked: l1_finetune(masked, args.data, args.finetune_iters, p, device,  # noqa: E731
-                                              resume_file(args.out), run_id)
+                                              Resume(resume_file(args.out), run_id))
     net, stats = prune_l1(net, args.ratio, args.scope, p.pruning.keep, finetune)
     stats["finetune_iters"] = args.finetune_iters
     print(f"prune {args.ratio} ({args.scope}, fine-tune {args.finetune_iters}): {stats['zero_weights']:,} of "

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from esrkd import config
-from esrkd.cli import run
+from esrkd.errors import run
 from esrkd.report import Inputs, write_report
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
-from esrkd.cli import run
 from esrkd.dist import init, relaunch
+from esrkd.errors import run
 from esrkd.losses import load_perceptual_loss
 from esrkd.runtime import setup
-from esrkd.train import files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
-from esrkd.weights import init_generator, resolve_init
+from esrkd.train import Engine, Generator, Resume, TrainState, files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
+from esrkd.weights import check_tracked_init, init_generator, resolve_init
 
 
 def main() -> None:
@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for net_g.pth, net_d.pth and log/")
     args = parser.parse_args()
     p = config.load()
+    if p.teacher.init:
+        check_tracked_init(p.teacher.init)  # before torchrun starts any process
     relaunch(p.base.nproc)  # under torchrun when params ask for several processes
     world, device = init(setup(p.base))
     G, D = RRDBNet(p.teacher_arch), VGGStyleDiscriminator(p.disc_arch)
@@ -28,16 +30,15 @@ def main() -> None:
         print(f"teacher: starting from {p.teacher.init}", file=sys.stderr)
     perceptual, status = load_perceptual_loss(p.teacher.perceptual_weight, p.teacher.perceptual_net, "teacher.perceptual_weight")
     print(f"teacher: perceptual loss {status}", file=sys.stderr)
-    state = resume_file(args.out)
     inputs = [args.data, *resolve_init(p.teacher.init)] if p.teacher.init else [args.data]
-    run_id = fingerprint(p.base, p.net, p.teacher, status, files_digest(*inputs))
-    result = fit(G, D, patch_dataset(args.data, p.teacher, p), p.teacher, device, perceptual,
-                 desc="teacher", state_file=state, fingerprint=run_id,
-                 precision=p.base.precision, world=world, compile=p.base.compile)
+    resume = Resume(resume_file(args.out), fingerprint(p.base, p.net, p.teacher, status, files_digest(*inputs)))
+    engine = Engine(device, p.base.precision, p.base.compile, world)
+    state = TrainState(Generator(G), D, p.teacher, engine, perceptual)
+    result = fit(state, patch_dataset(args.data, p.teacher, p), "teacher", resume)
     meta = {"role": "teacher", "init": p.teacher.init, "log": str(args.out / "log"),
             "teacher_iters": {"warmup": p.teacher.warmup_iters, "gan": p.teacher.gan_iters},
             "perceptual": status}
-    write_outputs(args.out, result, G, D, meta, state, world)
+    write_outputs(args.out, result, G, D, meta, resume, world)
 
 
 if __name__ == "__main__":

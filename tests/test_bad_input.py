@@ -2,7 +2,9 @@
 
 import json
 import runpy
+import struct
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ from PIL import Image
 
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import save_generator
-from esrkd.data import write_png
+from esrkd.data import image_size, write_png
+from esrkd.errors import UserError
 
 from .conftest import ROOT
 
@@ -90,15 +93,31 @@ def test_rgba_is_refused(tmp_path, monkeypatch, capsys, tiny_params):
     _assert_refused(code, err, "a.png: has an alpha channel", out=tmp_path / "prepared")
 
 
-def _png16(path, a):
-    import struct
-    import zlib
-
-    h, w, c = a.shape
-    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+def _png(path, width, height, depth, color_type, raw):
+    """A PNG written by hand: PIL writes no 16-bit RGB, nor a huge image without holding its pixels."""
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 3: 2}[c], 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _png16(path, a):
+    h, w, c = a.shape
+    _png(path, w, h, 16, {1: 0, 3: 2}[c], b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h)))
+
+
+def _bomb(side):
+    """A real decompression bomb: a black 1-bit side x side PNG, ~20 KB on disk, 3 bytes a pixel decoded as RGB."""
+    return lambda path: _png(path, side, side, 1, 0, (b"\x00" + bytes((side + 7) // 8)) * side)
+
+
+# PIL only warns from 89,478,485 pixels (9500 x 9500) and raises past twice that (13500 x 13500): both are refused.
+@pytest.mark.parametrize("side", [9500, 13500])
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch, capsys, tiny_params, side):
+    code, err = _prepare(tmp_path, monkeypatch, capsys, tiny_params, {"good.png": _rgb(), "bomb.png": _bomb(side)})
+    _assert_refused(code, err, "bomb.png: too many pixels to decode safely", f"({side * side} pixels)",
+                    "esrkd refuses images over 89,478,485 pixels, so crop or downscale it, or remove it", out=tmp_path / "prepared")
+    with pytest.raises(UserError, match=f"bomb.png: too many pixels.*{side * side} pixels"):  # the header-only reader too
+        image_size(tmp_path / "train/bomb.png")
 
 
 @pytest.mark.parametrize("channels", [3, 1])
@@ -158,6 +177,11 @@ def test_perceptual_loss_without_vgg_weights_stops_training(tmp_path, monkeypatc
         (lambda p: p["grid"].update(width=[8]), "grid.width: width 8 must be > 0 and < net.num_feat (8)"),
         (lambda p: p["teacher"].update(lr_decay=0.5), "teacher.lr_decay: unknown key"),
         (lambda p: p["net"].update(num_feat="wide"), "net.num_feat: Input should be a valid integer"),
+        (lambda p: p["grid"].update(prune=[0.3, 0.5, 0.3]), "grid.prune: [0.3] listed more than once; list each value once"),
+        (lambda p: p["grid"].update(width=[4, 4]), "grid.width: [4] listed more than once"),
+        (lambda p: p["ablation"].update(width=[4, 4]), "ablation.width: [4] listed more than once"),
+        (lambda p: p["teacher"].update(lr=float("inf")), "teacher.lr: Input should be a finite number (got inf)"),
+        (lambda p: p["distill"].update(betas=[0.9, float("nan")]), "distill.betas.1: Input should be a finite number (got nan)"),
     ],
 )
 def test_bad_params_stop_every_stage(tmp_path, monkeypatch, capsys, tiny_params, change, fragment):

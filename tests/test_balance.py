@@ -11,17 +11,20 @@ from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import feature_distillation_loss
-from esrkd.train import fit
+from esrkd.train import Generator, Resume, TrainState, fit
 
 
-def _adapters(n: int, channels: int, weight: float, bias: float) -> nn.ModuleList:
-    """1x1 convs computing weight * x + bias on every channel (weight 1, bias 0: the identity)."""
-    adapters = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(n))
-    with torch.no_grad():
-        for f in adapters:
+def _adapted(feats: list[torch.Tensor], weight: float, bias: float) -> list[torch.Tensor]:
+    """`feats` through 1x1 convs computing weight * x + bias on every channel (weight 1, bias 0: the identity)."""
+    adapted = []
+    for x in feats:
+        channels = x.shape[1]
+        f = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():
             f.weight.copy_(weight * torch.eye(channels).view(channels, channels, 1, 1))
             f.bias.fill_(bias)
-    return adapters
+        adapted.append(f(x))
+    return adapted
 
 
 def test_mse_normalized_by_hand():
@@ -31,9 +34,9 @@ def test_mse_normalized_by_hand():
     t1 = torch.tensor([1.0, 3.0]).repeat(2 * 3 * 4 * 4 // 2).view(2, 3, 4, 4)
     t2 = torch.tensor([0.0, 4.0]).repeat(2 * 3 * 4 * 4 // 2).view(2, 3, 4, 4)
     s = [torch.zeros(2, 3, 4, 4)] * 2
-    loss = feature_distillation_loss(s, [t1, t2], _adapters(2, 3, 1.0, 0.0), kind="mse_normalized")
+    loss = feature_distillation_loss(_adapted(s, 1.0, 0.0), [t1, t2], kind="mse_normalized")
     assert loss.item() == pytest.approx(5 / 1 + 8 / 4)
-    assert feature_distillation_loss(s, [t1, t2], _adapters(2, 3, 1.0, 0.0), kind="mse").item() == pytest.approx(5 + 8)
+    assert feature_distillation_loss(_adapted(s, 1.0, 0.0), [t1, t2], kind="mse").item() == pytest.approx(5 + 8)
 
 
 def test_mse_normalized_is_one_per_layer_for_a_student_that_predicts_the_teachers_mean():
@@ -42,19 +45,19 @@ def test_mse_normalized_is_one_per_layer_for_a_student_that_predicts_the_teacher
     s = [torch.randn(2, 3, 5, 5) for _ in teacher]
     total = torch.zeros(())
     for si, ti in zip(s, teacher):  # adapter weight 0, bias = the teacher's mean: a constant guess
-        total = total + feature_distillation_loss([si], [ti], _adapters(1, 3, 0.0, ti.mean().item()), kind="mse_normalized")
+        total = total + feature_distillation_loss(_adapted([si], 0.0, ti.mean().item()), [ti], kind="mse_normalized")
     assert total.item() == pytest.approx(3.0, rel=1e-4)  # the feature scales span 3e4: no matter
 
 
 def test_mse_normalized_does_not_send_gradient_through_the_teachers_variance():
     t = torch.randn(1, 3, 4, 4, requires_grad=True)
     s = torch.zeros(1, 3, 4, 4, requires_grad=True)
-    feature_distillation_loss([s], [t], _adapters(1, 3, 1.0, 0.0), kind="mse_normalized").backward()
+    feature_distillation_loss(_adapted([s], 1.0, 0.0), [t], kind="mse_normalized").backward()
     # d/dt of mean((s - t)^2) / var(t) with var held fixed: 2 (t - s) / (n var)
     expected = 2 * (t - s) / (t.numel() * t.detach().var(correction=0) + 1e-8 * t.numel())
     assert torch.allclose(t.grad, expected.detach(), rtol=1e-5)
     with pytest.raises(ValueError, match="feature loss 'l1' is not one of"):
-        feature_distillation_loss([s], [t], _adapters(1, 3, 1.0, 0.0), kind="l1")
+        feature_distillation_loss(_adapted([s], 1.0, 0.0), [t], kind="l1")
 
 
 class _Pixels(nn.Module):
@@ -64,18 +67,18 @@ class _Pixels(nn.Module):
         return F.l1_loss(F.avg_pool2d(sr, 4), F.avg_pool2d(hr, 4))
 
 
-def _fit(demo_params, **kwargs):
+def _fit(demo_params, resume: Resume | None = None):
     demo_params["distill"].update(warmup_iters=2, gan_iters=2, batch_size=2, log_every=1, checkpoint_every=2,
                                   l1_weight=0.01, perceptual_weight=0.5, gan_weight=0.005)
     cfg = config.parse(demo_params).distill
     torch.manual_seed(0)
     teacher = RRDBNet(RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4))
-    G = RRDBNet(student_args(teacher.args, 4))
+    G = Generator(RRDBNet(student_args(teacher.args, 4)), [0, 1], teacher.args.num_feat)
     D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
-    distiller = Distiller(teacher, 4, [0, 1], weight=3.0, kind="mse_normalized")
+    distiller = Distiller(teacher, [0, 1], weight=3.0, kind="mse_normalized")
     hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=8, seed=0)
-    return cfg, fit(G, D, data, cfg, torch.device("cpu"), _Pixels(), distiller, desc="distill 4", **kwargs)
+    return cfg, fit(TrainState(G, D, cfg, perceptual=_Pixels(), distiller=distiller), data, "distill 4", resume)
 
 
 def test_fit_records_every_terms_size_and_weight_at_the_start_of_each_phase(demo_params, capsys):
@@ -87,7 +90,10 @@ def test_fit_records_every_terms_size_and_weight_at_the_start_of_each_phase(demo
     rows = dict(result.history)
     for phase, it in (("warmup", 1), ("gan", cfg.warmup_iters + 1)):
         terms = result.balance[phase]
-        assert all(raw == rows[it][f"{phase}/{k}"] for k, (raw, _) in terms.items())  # what the log says
+        logged = {k: rows[it][f"{phase}/{k}"] for k in terms}
+        assert all(raw == logged[k] for k, (raw, _) in terms.items() if k != "l_distill")  # what the log says
+        raw, w = terms["l_distill"]
+        assert raw * w == pytest.approx(logged["l_distill"], rel=1e-6)  # which logs lambda * L_distill
         # the weighted terms add up to the generator's total: the weights are those fit trains with
         assert sum(raw * w for raw, w in terms.values()) == pytest.approx(rows[it][f"{phase}/l_g_total"], rel=1e-6)
     err = capsys.readouterr().err
@@ -98,7 +104,7 @@ def test_fit_records_every_terms_size_and_weight_at_the_start_of_each_phase(demo
 
 def test_a_resumed_fit_keeps_the_balance_of_the_phases_it_had_passed(demo_params, tmp_path):
     # The checkpoint of iteration 2 (end of the warm-up) stays behind: fit leaves removing it to write_outputs.
-    _, whole = _fit(demo_params, state_file=tmp_path / "state.pt", fingerprint="run")
-    _, resumed = _fit(demo_params, state_file=tmp_path / "state.pt", fingerprint="run")
+    _, whole = _fit(demo_params, Resume(tmp_path / "state.pt", "run"))
+    _, resumed = _fit(demo_params, Resume(tmp_path / "state.pt", "run"))
     assert resumed.resumed_from == 2
     assert resumed.balance == whole.balance

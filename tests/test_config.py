@@ -4,6 +4,7 @@ import yaml
 from esrkd import config
 from esrkd.arch import RRDBNet, count_params
 from esrkd.distill import student_args
+from esrkd.errors import UserError
 
 from .conftest import ROOT
 
@@ -38,7 +39,7 @@ def test_paper_profile_networks_have_the_papers_parameter_counts():
 
 
 def _error(raw: dict) -> str:
-    with pytest.raises(config.ParamsError) as info:
+    with pytest.raises(UserError) as info:
         config.parse(raw, "params.yaml")
     return str(info.value)
 
@@ -71,6 +72,9 @@ def test_out_of_range_is_named(demo_params):
         (lambda d: d["grid"].update(prune=[0.0, 1.0]), "grid.prune: ratio 1.0 is outside [0, 1)"),
         (lambda d: d["grid"].update(width=[16, 64]), "grid.width: width 64 must be > 0 and < net.num_feat (64)"),
         (lambda d: d["grid"].update(width=[0]), "grid.width: width 0 must be > 0"),
+        (lambda d: d["grid"].update(prune=[0.0, 0.3, 0.3, 0.5, 0.5]), "grid.prune: [0.3, 0.5] listed more than once; list each value once"),
+        (lambda d: d["grid"].update(width=[16, 32, 16]), "grid.width: [16] listed more than once"),
+        (lambda d: d["ablation"].update(width=[16, 16]), "ablation.width: [16] listed more than once"),
         (lambda d: d["teacher"].update(patch_size=40), "teacher.patch_size: 40 must be a multiple of 32"),
         (lambda d: d["distill"].update(layers=[0, 5]), "distill.layers: [5] are not RRDB blocks 0..1"),
         (lambda d: d["data"]["test"].update({"../x": ["skimage:coffee"]}), "data.test.../x.[key]"),
@@ -85,12 +89,24 @@ def test_cross_field_checks(demo_params, change, expected):
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
-    with pytest.raises(config.ParamsError, match="no such params file"):
+    with pytest.raises(UserError, match="no such params file"):
         config.load(tmp_path / "params.yaml")
     bad = tmp_path / "params.yaml"
     bad.write_text("base: [unclosed\n")
-    with pytest.raises(config.ParamsError, match="not valid YAML"):
+    with pytest.raises(UserError, match="not valid YAML"):
         config.load(bad)
+
+
+@pytest.mark.parametrize("key, value", [("teacher.lr", ".inf"), ("distill.lr", ".nan"), ("pruning.finetune_lr", ".inf"),
+                                        ("distill.distill_weight", ".nan"), ("teacher.ema_decay", "-.inf"), ("prune", ".nan"),
+                                        ("teacher.betas.1", ".inf"), ("grid.prune.0", ".nan")])
+def test_non_finite_floats_are_refused(demo_params, key, value):
+    *blocks, last = key.split(".")
+    target = demo_params
+    for block in blocks:
+        target = target[int(block) if isinstance(target, list) else block]
+    target[int(last) if isinstance(target, list) else last] = yaml.safe_load(value)  # YAML's own spelling of inf / nan
+    assert _error(demo_params).startswith(f"params.yaml: {key}: Input should be a finite number (got ")
 
 
 def test_scientific_notation_without_dot_is_a_float(demo_params):

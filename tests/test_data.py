@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from esrkd.data import (DataError, PatchDataset, bicubic_downscale, crop_to_scale, load_pairs, prepare_set,
-                        read_image, subimage_boxes, write_png)
+from esrkd.data import (PatchDataset, bicubic_downscale, crop_to_scale, load_pairs, prepare_set, read_image, subimage_boxes,
+                        write_png)
+from esrkd.errors import UserError
 
 
 def _matlab_weights(in_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +55,7 @@ def test_bicubic_matches_matlabs_documented_algorithm(seed):
 
 def test_bicubic_keeps_a_constant_image_and_refuses_bad_sizes():
     assert (bicubic_downscale(np.full((16, 12, 3), 77, np.uint8), 4) == 77).all()
-    with pytest.raises(DataError, match="not divisible by scale 4"):
+    with pytest.raises(UserError, match="not divisible by scale 4"):
         bicubic_downscale(np.zeros((10, 12, 3), np.uint8), 4)
 
 
@@ -92,10 +93,10 @@ def test_prepare_set_takes_the_users_own_lr_images_div2k_style(tmp_path):
     assert (pairs["0002"][0] == 7).all()  # taken as given, not recomputed
 
     (lr_dir / "0002.png").unlink()
-    with pytest.raises(DataError, match=r"no LR image for '0002' \(0002x4.png or 0002.png\)"):
+    with pytest.raises(UserError, match=r"no LR image for '0002' \(0002x4.png or 0002.png\)"):
         prepare_set([str(hr_dir)], 4, tmp_path / "out2", lr_sources=[str(lr_dir)])
     write_png(lr_dir / "0002x4.png", np.zeros((9, 10, 3), np.uint8))
-    with pytest.raises(DataError, match=r"0002x4.png: 10x9 is not its HR image's 40x40 / 4"):
+    with pytest.raises(UserError, match=r"0002x4.png: 10x9 is not its HR image's 40x40 / 4"):
         prepare_set([str(hr_dir)], 4, tmp_path / "out3", lr_sources=[str(lr_dir)])
 
 
@@ -153,27 +154,27 @@ def test_patch_dataset_is_aligned_and_deterministic():
 
 def test_patch_dataset_refuses_images_smaller_than_the_patch():
     small = np.zeros((16, 16, 3), np.uint8)
-    with pytest.raises(DataError, match=r"\['tiny'\] are smaller than the 32-pixel HR patch"):
+    with pytest.raises(UserError, match=r"\['tiny'\] are smaller than the 32-pixel HR patch"):
         PatchDataset([("tiny", small[::4, ::4], small)], scale=4, hr_patch=32, num_samples=1, seed=0)
 
 
 def test_read_image_errors_name_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DataError, match="broken.png: cannot be read as an image"):
+    with pytest.raises(UserError, match="broken.png: cannot be read as an image"):
         read_image(bad)
     from PIL import Image
 
     Image.new("RGBA", (8, 8)).save(tmp_path / "alpha.png")
-    with pytest.raises(DataError, match="alpha.png: has an alpha channel"):
+    with pytest.raises(UserError, match="alpha.png: has an alpha channel"):
         read_image(tmp_path / "alpha.png")
     Image.new("L", (8, 8), 9).save(tmp_path / "gray.png")
     assert read_image(tmp_path / "gray.png").shape == (8, 8, 3)
 
 
 def test_missing_and_empty_folders(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         prepare_set([str(tmp_path / "nope")], 4, tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="holds no images"):
+    with pytest.raises(UserError, match="holds no images"):
         prepare_set([str(tmp_path / "empty")], 4, tmp_path / "out2")

@@ -9,7 +9,7 @@ from esrkd.distill import Distiller, student_args
 from esrkd.losses import feature_distillation_loss, ragan_loss
 from esrkd.prune import prune_l1
 from esrkd.data import PatchDataset
-from esrkd.train import fit, learning_rate, write_history
+from esrkd.train import Engine, Generator, TrainState, fit, learning_rate, write_history
 from esrkd import config
 
 
@@ -22,25 +22,26 @@ def test_distillation_loss_is_zero_when_student_features_equal_the_adapted_teach
     torch.manual_seed(0)
     s = [torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)]
     adapters = torch.nn.ModuleList(torch.nn.Conv2d(4, 8, 1) for _ in s)
-    t = [f(x).detach() for f, x in zip(adapters, s)]
-    assert feature_distillation_loss(s, t, adapters).item() == 0.0
-    assert feature_distillation_loss(s, t, adapters, kind="l2").item() == 0.0
+    adapted = [f(x) for f, x in zip(adapters, s)]
+    t = [a.detach() for a in adapted]
+    assert feature_distillation_loss(adapted, t).item() == 0.0
+    assert feature_distillation_loss(adapted, t, kind="l2").item() == 0.0
     t_off = [x + 1.0 for x in t]  # every element off by one: mse 1 per layer, l2 sqrt(8*5*5) per sample
-    assert feature_distillation_loss(s, t_off, adapters).item() == pytest.approx(2.0)
-    assert feature_distillation_loss(s, t_off, adapters, kind="l2").item() == pytest.approx(2 * math.sqrt(200))
+    assert feature_distillation_loss(adapted, t_off).item() == pytest.approx(2.0)
+    assert feature_distillation_loss(adapted, t_off, kind="l2").item() == pytest.approx(2 * math.sqrt(200))
 
 
 def test_distillation_gradient_reaches_adapters_and_student_but_not_teacher():
     teacher = _teacher()
     prune_l1(teacher, 0.5, "global")
-    student = RRDBNet(student_args(teacher.args, 4))
-    distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
+    G = Generator(RRDBNet(student_args(teacher.args, 4)), [0, 1], teacher.args.num_feat)
+    distiller = Distiller(teacher, [0, 1], weight=1.0, kind="mse")
     lr = torch.rand(2, 3, 6, 6)
-    sr, feats = student.forward_features(lr, distiller.layers)
+    sr, feats = G(lr)
     distiller(lr, sr, feats).backward()
-    assert all(a.weight.grad is not None and a.weight.grad.abs().sum() > 0 for a in distiller.adapters)
-    assert student.conv_first.weight.grad.abs().sum() > 0
-    assert student.body[1].rdb3.conv5.weight.grad.abs().sum() > 0
+    assert all(a.weight.grad is not None and a.weight.grad.abs().sum() > 0 for a in G.adapters)
+    assert G.net.conv_first.weight.grad.abs().sum() > 0
+    assert G.net.body[1].rdb3.conv5.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
 
 
@@ -74,12 +75,13 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     torch.manual_seed(0)
     student = RRDBNet(student_args(teacher.args, 4))
+    G = Generator(student, [0, 1], teacher.args.num_feat)
     start = {k: v.clone() for k, v in student.state_dict().items()}
     D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
-    distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
+    distiller = Distiller(teacher, [0, 1], weight=1.0, kind="mse")
     hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=8, seed=0)
-    result = fit(student, D, data, cfg, torch.device("cpu"), distiller=distiller)
+    result = fit(TrainState(G, D, cfg, distiller=distiller), data)
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: pruned zeros stay zero
     assert not torch.equal(start["conv_first.weight"], student.state_dict()["conv_first.weight"])
@@ -94,15 +96,15 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
 
 def test_output_only_distillation_uses_the_teachers_sr_and_no_adapters():
     teacher = _teacher()
-    student = RRDBNet(student_args(teacher.args, 4))
-    distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse", mode="output")
-    assert len(distiller.adapters) == 0 and distiller.layers == []
+    distiller = Distiller(teacher, [0, 1], weight=1.0, kind="mse", mode="output")
+    G = Generator(RRDBNet(student_args(teacher.args, 4)), distiller.layers, teacher.args.num_feat)
+    assert len(G.adapters) == 0 and distiller.layers == []
     lr = torch.rand(1, 3, 6, 6)
-    sr, feats = student.forward_features(lr, distiller.layers)
+    sr, feats = G(lr)
     assert distiller(lr, sr, feats).item() == pytest.approx((sr - teacher(lr)).abs().mean().item())
     assert distiller(lr, teacher(lr), []).item() == 0.0
     with pytest.raises(ValueError, match="mode 'none' is not one of"):
-        Distiller(teacher, 4, [0], 1.0, "mse", mode="none")
+        Distiller(teacher, [0], 1.0, "mse", mode="none")
 
 
 def test_compiled_training_follows_the_eager_run(demo_params):
@@ -114,12 +116,12 @@ def test_compiled_training_follows_the_eager_run(demo_params):
     for compile in (False, True):
         torch.manual_seed(0)
         teacher = _teacher()
-        G = RRDBNet(student_args(teacher.args, 4))
+        G = Generator(RRDBNet(student_args(teacher.args, 4)), [0, 1], teacher.args.num_feat)
         D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
-        distiller = Distiller(teacher, 4, [0, 1], weight=1.0, kind="mse")
+        distiller = Distiller(teacher, [0, 1], weight=1.0, kind="mse")
         data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=6, seed=0)
-        result = fit(G, D, data, cfg, torch.device("cpu"), distiller=distiller, compile=compile)
-        runs.append((result, G.state_dict(), D.state_dict(), distiller.adapters.state_dict()))
+        result = fit(TrainState(G, D, cfg, Engine(compile=compile), distiller=distiller), data)
+        runs.append((result, G.net.state_dict(), D.state_dict(), G.adapters.state_dict()))
     (eager, g0, d0, a0), (compiled, g1, d1, a1) = runs
     assert list(g0) == list(g1) and list(d0) == list(d1)  # plain modules: no "_orig_mod." keys saved
     assert [it for it, _ in compiled.history] == [1, 2, 3] and {"gan/l_d", "gan/l_distill"} <= set(compiled.history[2][1])
@@ -141,7 +143,7 @@ def test_ema_starts_from_g_and_averages_every_step_as_basicsr(demo_params):
     before = {k: v.clone() for k, v in G.state_dict().items()}
     hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=2, seed=0)
-    result = fit(G, VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32)), data, cfg, torch.device("cpu"))
+    result = fit(TrainState(Generator(G), VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32)), cfg), data)
     after, ema = G.state_dict(), result.ema.state_dict()
     assert not torch.equal(before["conv_first.weight"], after["conv_first.weight"])
     for k in before:

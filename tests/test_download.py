@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from esrkd.download import DownloadError, Remote, extract_archive, fetch, fetch_and_extract
+from esrkd.download import Remote, extract_archive, fetch, fetch_and_extract
+from esrkd.errors import UserError
 
 NAME = "DIV2K_fake_HR.zip"
 
@@ -120,7 +121,7 @@ def test_interrupted_download_resumes_with_range(site: FakeSite, tmp_path: Path)
     cut = 20_000
     site.cut_after = cut
     remote = Remote(site.url, NAME, sha256=hashlib.sha256(site.content).hexdigest(), size=len(site.content))
-    with pytest.raises(DownloadError, match="re-run to resume") as err:
+    with pytest.raises(UserError, match="re-run to resume") as err:
         fetch(remote, tmp_path, progress=False, timeout=5)
     assert one_sentence(str(err.value))
     part = tmp_path / (NAME + ".part")
@@ -133,7 +134,7 @@ def test_interrupted_download_resumes_with_range(site: FakeSite, tmp_path: Path)
 def test_hash_mismatch_is_rejected_and_part_removed(site: FakeSite, tmp_path: Path) -> None:
     wrong = "0" * 64
     actual = hashlib.sha256(site.content).hexdigest()
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(UserError) as err:
         fetch(Remote(site.url, NAME, sha256=wrong), tmp_path, progress=False, timeout=5)
     message = str(err.value)
     assert NAME in message and wrong in message and actual in message and "re-run" in message
@@ -148,7 +149,7 @@ def test_first_hash_is_recorded_then_enforced(site: FakeSite, tmp_path: Path) ->
     assert json.loads(checksums.read_text()) == {NAME: first}
     (tmp_path / "dl" / NAME).unlink()
     site.content = make_zip(seed=1)  # the file changed upstream (or the transfer was corrupted)
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(UserError) as err:
         fetch(Remote(site.url, NAME), tmp_path / "dl", checksums, progress=False, timeout=5)
     message = str(err.value)
     assert first in message and hashlib.sha256(site.content).hexdigest() in message and str(checksums) in message
@@ -159,7 +160,7 @@ def test_first_hash_is_recorded_then_enforced(site: FakeSite, tmp_path: Path) ->
 
 def test_server_without_range_support_restarts_from_zero(site: FakeSite, tmp_path: Path) -> None:
     site.ranges, site.cut_after = False, 15_000
-    with pytest.raises(DownloadError):
+    with pytest.raises(UserError):
         fetch(Remote(site.url, NAME), tmp_path, progress=False, timeout=5)
     target = fetch(Remote(site.url, NAME), tmp_path, progress=False, timeout=5)
     assert site.requests[1]["Range"] == "bytes=15000-"  # asked to resume, got a 200 instead
@@ -174,7 +175,7 @@ def test_whole_part_left_before_verification_is_finished(site: FakeSite, tmp_pat
 
 
 def test_size_mismatch_is_refused_before_downloading(site: FakeSite, tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match=r"should be 123;.*browser") as err:
+    with pytest.raises(UserError, match=r"should be 123;.*browser") as err:
         fetch(Remote(site.url, NAME, size=123), tmp_path, progress=False, timeout=5)
     assert one_sentence(str(err.value)) and list(tmp_path.iterdir()) == []
 
@@ -184,18 +185,18 @@ def test_unreachable_and_missing_urls_say_how_to_get_the_file(site: FakeSite, tm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/{NAME}"
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(UserError) as err:
         fetch(Remote(url, NAME), tmp_path, progress=False, timeout=5)
     message = str(err.value)
     assert url in message and "browser" in message and str(tmp_path / NAME) in message and one_sentence(message)
-    with pytest.raises(DownloadError, match="HTTP 404"):
+    with pytest.raises(UserError, match="HTTP 404"):
         fetch(Remote(site.url + ".missing", NAME), tmp_path, progress=False, timeout=5)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_file_is_verified_and_kept_when_wrong(tmp_path: Path) -> None:
     (tmp_path / NAME).write_bytes(b"not the archive")
-    with pytest.raises(DownloadError, match="delete it and re-run"):
+    with pytest.raises(UserError, match="delete it and re-run"):
         fetch(Remote("http://127.0.0.1:9/unused", NAME, sha256="0" * 64), tmp_path, progress=False)
     assert (tmp_path / NAME).exists()  # maybe put there by hand: the user decides
 
@@ -212,6 +213,6 @@ def test_extract_tar_and_refuse_corrupt_archive(tmp_path: Path) -> None:
 
     bad = tmp_path / "bad.zip"
     bad.write_bytes(make_zip()[:-200])  # cut off the central directory
-    with pytest.raises(DownloadError, match="delete .* and re-run"):
+    with pytest.raises(UserError, match="delete .* and re-run"):
         extract_archive(bad, tmp_path / "bad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zip", "bench.tar", "benchmark"]

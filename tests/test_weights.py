@@ -1,10 +1,13 @@
+import re
+
 import pytest
 import torch
 import yaml
 
 from esrkd.arch import RRDBArgs, RRDBNet
-from esrkd.checkpoint import CheckpointError, load_state
-from esrkd.weights import load_pretrained_generator
+from esrkd.checkpoint import load_state
+from esrkd.errors import UserError
+from esrkd.weights import check_tracked_init, load_pretrained_generator
 
 
 def _original_names(state: dict) -> dict:
@@ -54,21 +57,21 @@ def test_paper_sized_original_checkpoint_is_recognised(tmp_path):
 
 
 def test_clear_errors(tmp_path, net):
-    with pytest.raises(CheckpointError, match="pretrained generator not found; fix teacher.init"):
+    with pytest.raises(UserError, match="pretrained generator not found; fix teacher.init"):
         load_pretrained_generator(tmp_path / "none.pth")
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="junk.pth: not a readable PyTorch weights file"):
+    with pytest.raises(UserError, match="junk.pth: not a readable PyTorch weights file"):
         load_pretrained_generator(tmp_path / "junk.pth")
     torch.save({"net_d": {"conv0_0.weight": torch.zeros(1)}}, tmp_path / "disc.pth")
-    with pytest.raises(CheckpointError, match="disc.pth: holds no generator state dict"):
+    with pytest.raises(UserError, match="disc.pth: holds no generator state dict"):
         load_pretrained_generator(tmp_path / "disc.pth")
     torch.save({**net.state_dict(), "model.0.weight": torch.zeros(1)}, tmp_path / "mixed.pth")
-    with pytest.raises(CheckpointError, match="key 'model.0.weight' is not part of an ESRGAN RRDBNet generator"):
+    with pytest.raises(UserError, match="key 'model.0.weight' is not part of an ESRGAN RRDBNet generator"):
         load_pretrained_generator(tmp_path / "mixed.pth")
     state = dict(net.state_dict())
     del state["conv_first.weight"]
     torch.save(state, tmp_path / "cut.pth")
-    with pytest.raises(CheckpointError, match="cut.pth: lacks conv_first.weight"):
+    with pytest.raises(UserError, match="cut.pth: lacks conv_first.weight"):
         load_pretrained_generator(tmp_path / "cut.pth")
 
 
@@ -79,17 +82,34 @@ def test_teacher_stage_starts_from_an_original_esrgan_file(tmp_path, monkeypatch
 
     torch.manual_seed(1)
     pretrained = RRDBNet(RRDBArgs(num_feat=8, num_block=1, num_grow_ch=4))
-    torch.save(_original_names(pretrained.state_dict()), tmp_path / "RRDB_ESRGAN_x4.pth")
-    tiny_params["teacher"].update(init="RRDB_ESRGAN_x4.pth", warmup_iters=0, gan_iters=0)
+    (tmp_path / "data/pretrained").mkdir(parents=True)
+    torch.save(_original_names(pretrained.state_dict()), tmp_path / "data/pretrained/RRDB_ESRGAN_x4.pth")
+    tiny_params["teacher"].update(init="data/pretrained/RRDB_ESRGAN_x4.pth", warmup_iters=0, gan_iters=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     prepare_set(["skimage:astronaut"], 4, tmp_path / "train")
     assert _stage(monkeypatch, tmp_path, "teacher", "--data", "train", "--out", "teacher") == 0
     saved = torch.load(tmp_path / "teacher/net_g.pth", weights_only=True)
     assert all(torch.equal(saved["params_ema"][k], v) for k, v in pretrained.state_dict().items())
-    assert saved["meta"]["init"] == "RRDB_ESRGAN_x4.pth"
+    assert saved["meta"]["init"] == "data/pretrained/RRDB_ESRGAN_x4.pth"
 
     tiny_params["net"]["num_block"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     assert _stage(monkeypatch, tmp_path, "teacher", "--data", "train", "--out", "teacher2") == 2
     assert "but params.yaml net describes" in capsys.readouterr().err
     assert not (tmp_path / "teacher2").exists()
+
+
+def test_init_files_must_lie_where_dvc_tracks_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the stage's folder: paths in params are relative to it
+    for init in ("data/pretrained/g.pth", "data/pretrained/x4/g.param", str(tmp_path / "data/pretrained/g.pth"),
+                 "realsr-df2k", "realesrgan-x4plus"):  # the names' files come with a pip package
+        check_tracked_init(init)
+    for init in ("g.pth", "data/raw/pretrained/g.pth", "data/pretrained/../g.pth", "/elsewhere/g.pth"):
+        with pytest.raises(UserError, match=rf"^params.yaml teacher.init: {re.escape(init)} lies outside data/pretrained/; "
+                                            r"move it into data/pretrained/ so DVC tracks it\.$"):
+            check_tracked_init(init)
+    with pytest.raises(UserError, match="realsr-x9: neither a file nor a known pretrained generator name"):
+        check_tracked_init("realsr-x9")
+    (tmp_path / "realsr-df2k").write_bytes(b"x")  # a file named like a known name is that file
+    with pytest.raises(UserError, match="realsr-df2k lies outside data/pretrained/"):
+        check_tracked_init("realsr-df2k")

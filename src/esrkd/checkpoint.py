@@ -8,11 +8,8 @@ import torch
 from torch import nn
 
 from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
+from esrkd.errors import UserError
 from esrkd.outputs import atomic_file
-
-
-class CheckpointError(ValueError):
-    """A weights file that is missing or does not fit the network it should build."""
 
 
 def save(path: Path, **content: object) -> None:
@@ -24,18 +21,18 @@ def read(path: Path, if_missing: str = "weights file not found; run the stage th
     """torch.load of a weights file (tensors only), with one-sentence errors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: {if_missing}.")
+        raise UserError(f"{path}: {if_missing}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(err).__name__}: {err}).") from None
+        raise UserError(f"{path}: not a readable PyTorch weights file ({type(err).__name__}: {err}).") from None
 
 
 def load(path: Path, required: tuple[str, ...]) -> dict:
     ckpt = read(path)
     missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path}: lacks {missing}; it was not written by esrkd (expected keys {list(required)}).")
+        raise UserError(f"{path}: lacks {missing}; it was not written by esrkd (expected keys {list(required)}).")
     return ckpt
 
 
@@ -46,7 +43,7 @@ def load_state(module: nn.Module, state: dict, path: Path) -> None:
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or shapes:
-        raise CheckpointError(
+        raise UserError(
             f"{path}: weights do not fit {type(module).__name__}"
             f" (missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatches {shapes[:3]});"
             " check that the file matches the architecture in params.yaml."
@@ -70,7 +67,7 @@ def load_generator(path: Path, key: str = "params_ema") -> tuple[RRDBNet, dict]:
     try:
         net = RRDBNet(RRDBArgs(**ckpt["arch_args"]))
     except (TypeError, KeyError) as err:
-        raise CheckpointError(f"{path}: arch_args {ckpt['arch_args']} do not describe an RRDBNet ({err}).") from None
+        raise UserError(f"{path}: arch_args {ckpt['arch_args']} do not describe an RRDBNet ({err}).") from None
     load_state(net, ckpt[key], path)
     return net, ckpt.get("meta", {})
 

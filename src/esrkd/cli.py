@@ -11,48 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from esrkd.checkpoint import CheckpointError
-from esrkd.config import ParamsError
-from esrkd.data import DataError
-from esrkd.download import DownloadError
-
-USER_ERRORS = (ParamsError, DataError, CheckpointError, DownloadError)
-
-
-def run(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a user error becomes one line on stderr and exit status 2."""
-    try:
-        main()
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-def prune_ratio(text: str) -> float:
-    """argparse type: a prune ratio in [0, 1)."""
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"prune ratio {value} must be in [0, 1)")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be an integer >= 0")
-    return value
+from esrkd.errors import UserError, non_negative_int, positive_int, run
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -66,7 +27,7 @@ def _upscale(args: argparse.Namespace) -> None:
     from esrkd.upscale import load_model, plan, upscale_files
 
     if args.output is None and len(args.paths) < 2:
-        raise DataError("give an output after the inputs, or with -o OUTPUT.")
+        raise UserError("give an output after the inputs, or with -o OUTPUT.")
     inputs, output = (args.paths, args.output) if args.output else (args.paths[:-1], args.paths[-1])
     pairs = plan(inputs, output)
     failed = upscale_files(load_model(args.model, args.fp32), pairs, args.tile, args.pad)

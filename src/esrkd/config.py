@@ -13,16 +13,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from esrkd.arch import DiscArgs, RRDBArgs
+from esrkd.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 
 
-class ParamsError(ValueError):
-    """A params file that cannot be used as it is."""
-
-
 class _Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: YAML's .inf and .nan are floats, and Field(gt=0) lets .inf through.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Base(_Block):
@@ -59,7 +57,6 @@ class Data(_Block):
     # overlapping sub-images, so patches are drawn uniformly over image area, as BasicSR draws them
     train_subimages: SubImages | None
     test: dict[SetName, list[str]] = Field(min_length=1)  # test-set name -> its sources
-    degradation: Literal["matlab_bicubic"]  # how LR is made from HR (DIV2K's convention)
 
 
 class Net(_Block):
@@ -139,6 +136,10 @@ class Params(_Block):
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
+        # A repeated value would name two stages alike (prune@0.3 twice) or train one model twice.
+        for key, values in (("grid.prune", self.grid.prune), ("grid.width", self.grid.width), ("ablation.width", self.ablation.width)):
+            if dupes := sorted({v for v in values if values.count(v) > 1}):
+                raise ValueError(f"{key}: {dupes} listed more than once; list each value once")
         for r in self.grid.prune:
             if not 0.0 <= r < 1.0:
                 raise ValueError(f"grid.prune: ratio {r} is outside [0, 1)")
@@ -205,24 +206,24 @@ def parse(raw: object, source: Path | str = PARAMS_FILE) -> Params:
     """Validate an already-parsed YAML mapping."""
     path = Path(source)
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping of parameter blocks, found {type(raw).__name__}.")
+        raise UserError(f"{path}: expected a mapping of parameter blocks, found {type(raw).__name__}.")
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
         # A cross-field check raises "Value error, <key>: ..." at the top level: keep its own key.
         first = err.errors()[0]
         if first["type"] == "value_error" and not first["loc"]:
-            raise ParamsError(f"{path}: {str(first['ctx']['error'])}.") from None
-        raise ParamsError(_describe(err, path)) from None
+            raise UserError(f"{path}: {str(first['ctx']['error'])}.") from None
+        raise UserError(_describe(err, path)) from None
 
 
 def load(path: Path | str = PARAMS_FILE) -> Params:
     """Read and validate a params file (params.yaml in the working directory by default)."""
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"{path}: no such params file; run from the project root or pass --params.")
+        raise UserError(f"{path}: no such params file; run from the project root or pass --params.")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML ({err}).") from None
+        raise UserError(f"{path}: not valid YAML ({err}).") from None
     return parse(raw, path)

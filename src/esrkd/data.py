@@ -7,6 +7,8 @@ RGB in [0, 1], NCHW.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +18,34 @@ from bicubic_pytorch.core import imresize
 from PIL import Image
 from torch.utils.data import Dataset
 
+from esrkd.errors import UserError
+
 SKIMAGE_PREFIX = "skimage:"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-class DataError(ValueError):
-    """An input image or folder that cannot be used; the message names it and says what to do."""
+@contextmanager
+def open_image(path: Path, remedy: str) -> Iterator[Image.Image]:
+    """PIL's Image.open of `path` (pixels decoded on demand); a decompression bomb, or a file PIL
+    cannot read or decode in the `with` body, becomes a UserError, the latter saying `remedy`.
+
+    PIL warns above Image.MAX_IMAGE_PIXELS (89,478,485, ~9459x9459) and raises only above twice that;
+    we refuse from the warning on: SR images are ~2K (DIV2K's 2040x1356 is 2.8 MP), so a larger one is a
+    mistake or an attack, and decoding it (and the float tensors made of it) would take gigabytes.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            yield im
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise UserError(f"{path}: too many pixels to decode safely ({str(err).rstrip('.')}); esrkd refuses images "
+                        f"over {Image.MAX_IMAGE_PIXELS:,} pixels, so crop or downscale it, or remove it.") from None
+    except UserError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UserError(f"{path}: cannot be read as an image ({err}); {remedy}.") from None
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -30,20 +54,15 @@ def read_image(path: Path) -> np.ndarray:
     Grayscale is replicated to RGB. Alpha and 16-bit (or float) images are refused rather than
     silently flattened or truncated: convert them to 8-bit RGB yourself, the way you want it.
     """
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            deep = mode in ("I", "F") or mode.startswith("I;16") or any(";16" in str(t.args) for t in im.tile)
-            if deep:  # PIL would truncate 16-bit RGB to its high byte and clip 16-bit gray to white
-                raise DataError(f"{path}: is a 16-bit (or float) image; convert it to 8-bit RGB and re-run.")
-            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-                raise DataError(f"{path}: has an alpha channel; save it as RGB (without transparency) and re-run.")
-            im.load()  # decode now, so a truncated file fails here and not mid-training
-            return np.array(im.convert("RGB"))
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: cannot be read as an image ({err}); replace or remove the file.") from None
+    with open_image(path, "replace or remove the file") as im:
+        mode = im.mode
+        deep = mode in ("I", "F") or mode.startswith("I;16") or any(";16" in str(t.args) for t in im.tile)
+        if deep:  # PIL would truncate 16-bit RGB to its high byte and clip 16-bit gray to white
+            raise UserError(f"{path}: is a 16-bit (or float) image; convert it to 8-bit RGB and re-run.")
+        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+            raise UserError(f"{path}: has an alpha channel; save it as RGB (without transparency) and re-run.")
+        im.load()  # decode now, so a truncated file fails here and not mid-training
+        return np.array(im.convert("RGB"))
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -55,21 +74,21 @@ def _skimage_image(name: str) -> np.ndarray:
 
     loader = getattr(skimage.data, name, None)
     if loader is None or not callable(loader):
-        raise DataError(f"data source 'skimage:{name}': scikit-image ships no image of that name.")
+        raise UserError(f"data source 'skimage:{name}': scikit-image ships no image of that name.")
     image = loader()
     if isinstance(image, tuple):  # stereo_motorcycle returns (left, right, disparity): take the left view
         image = image[0]
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise DataError(f"data source 'skimage:{name}': not an 8-bit RGB image (shape {image.shape}, {image.dtype}).")
+        raise UserError(f"data source 'skimage:{name}': not an 8-bit RGB image (shape {image.shape}, {image.dtype}).")
     return image
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files of a folder, sorted; other files are skipped with a warning naming them."""
     if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist; create it or fix the path in params.yaml (data).")
+        raise UserError(f"data folder {folder} does not exist; create it or fix the path in params.yaml (data).")
     files, skipped = [], []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
@@ -78,7 +97,7 @@ def list_images(folder: Path) -> list[Path]:
     if skipped:
         warnings.warn(f"{folder}: skipping {len(skipped)} non-image file(s): {', '.join(p.name for p in skipped)}", stacklevel=2)
     if not files:
-        raise DataError(f"data folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add some or fix the path.")
+        raise UserError(f"data folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add some or fix the path.")
     return files
 
 
@@ -94,7 +113,7 @@ def load_sources(sources: list[str]) -> list[tuple[str, np.ndarray]]:
     names = [n for n, _ in images]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise DataError(f"data sources {sources} give several images named {dupes}; rename them so names are unique.")
+        raise UserError(f"data sources {sources} give several images named {dupes}; rename them so names are unique.")
     return images
 
 
@@ -116,7 +135,7 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     rounded to uint8 like MATLAB's uint8 output. Uses bicubic-pytorch, a port of MATLAB's imresize.
     """
     if hr.shape[0] % scale or hr.shape[1] % scale:
-        raise DataError(f"an HR image of {hr.shape[1]}x{hr.shape[0]} is not divisible by scale {scale}; crop it first.")
+        raise UserError(f"an HR image of {hr.shape[1]}x{hr.shape[0]} is not divisible by scale {scale}; crop it first.")
     return _imresize_uint8(hr, 1.0 / scale)
 
 
@@ -181,18 +200,18 @@ def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0,
     for name, image in images:
         hr = crop_to_scale(image, scale)
         if min(hr.shape[:2]) < max(min_hr_side, scale):
-            raise DataError(
+            raise UserError(
                 f"image '{name}' ({image.shape[1]}x{image.shape[0]}) is smaller than "
                 f"{max(min_hr_side, scale)} pixels on a side; remove it or lower the patch size."
             )
         if given is None:
             lr = bicubic_downscale(hr, scale)
         elif name not in given:
-            raise DataError(f"data.train_lr {lr_sources}: no LR image for '{name}' ({name}x{scale}.png or {name}.png); add it or set data.train_lr: null.")
+            raise UserError(f"data.train_lr {lr_sources}: no LR image for '{name}' ({name}x{scale}.png or {name}.png); add it or set data.train_lr: null.")
         else:
             lr = read_image(given[name])
             if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
-                raise DataError(f"{given[name]}: {lr.shape[1]}x{lr.shape[0]} is not its HR image's "
+                raise UserError(f"{given[name]}: {lr.shape[1]}x{lr.shape[0]} is not its HR image's "
                                 f"{image.shape[1]}x{image.shape[0]} / {scale}; use LR images made from these HR images.")
         if subimages is None:
             write_png(dirs.hr / f"{name}.png", hr)
@@ -216,17 +235,14 @@ def prepare_test_sets(test: dict[str, list[str]], scale: int, out: Path) -> dict
         else:
             listing["prepared"][name] = prepare_set(sources, scale, out / name)
     if not listing["prepared"]:
-        raise DataError(f"params.yaml data.test: none of the test sets {sorted(listing['missing'])} was found; add at least one folder.")
+        raise UserError(f"params.yaml data.test: none of the test sets {sorted(listing['missing'])} was found; add at least one folder.")
     return listing
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(height, width) from the file's header, without decoding it."""
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: cannot be read as an image ({err}); re-run the prepare stage.") from None
+    with open_image(path, "re-run the prepare stage") as im:
+        return im.height, im.width
 
 
 Pair = tuple[str, np.ndarray | Path, np.ndarray | Path]  # (name, LR, HR): decoded images, or their files
@@ -240,10 +256,10 @@ def load_pairs(root: Path, scale: int, decode: bool = True) -> list[Pair]:
     for hr_path in list_images(dirs.hr):
         lr_path = dirs.lr / hr_path.name
         if not lr_path.is_file():
-            raise DataError(f"{lr_path}: missing LR image for {hr_path}; re-run the prepare stage.")
+            raise UserError(f"{lr_path}: missing LR image for {hr_path}; re-run the prepare stage.")
         (h, w), (lh, lw) = image_size(hr_path), image_size(lr_path)
         if (h, w) != (lh * scale, lw * scale):
-            raise DataError(f"{lr_path}: {lw}x{lh} is not HR {w}x{h} / {scale}; re-run prepare.")
+            raise UserError(f"{lr_path}: {lw}x{lh} is not HR {w}x{h} / {scale}; re-run prepare.")
         pairs.append((hr_path.stem, read_image(lr_path), read_image(hr_path)) if decode else (hr_path.stem, lr_path, hr_path))
     return pairs
 
@@ -271,7 +287,7 @@ class PatchDataset(Dataset):
         self.lr_sizes = [lr.shape[:2] if isinstance(lr, np.ndarray) else image_size(lr) for _, lr, _ in pairs]
         small = [name for (name, _, _), size in zip(pairs, self.lr_sizes) if min(size) < lr_patch]
         if small:
-            raise DataError(f"training images {small} are smaller than the {hr_patch}-pixel HR patch; remove them or lower patch_size.")
+            raise UserError(f"training images {small} are smaller than the {hr_patch}-pixel HR patch; remove them or lower patch_size.")
         self.pairs, self.scale, self.lr_patch = pairs, scale, lr_patch
         self.num_samples, self.seed = num_samples, seed
 

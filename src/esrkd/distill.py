@@ -28,22 +28,22 @@ MODES = ("features", "output", "none")  # the paper's method, and the two ablati
 
 
 class Distiller(nn.Module):
-    """The frozen teacher and what the student learns from it.
+    """The frozen teacher and the L_distill term a student learns from it, weighted (Eq. 4's lambda_distill).
 
-    mode "features" (the paper): one learnable 1x1 conv f_i per distilled layer maps the student's
-    block output to the teacher's channels, and the loss is Eq. 3. mode "output" (ablation): L1
-    between the student's and the teacher's SR images, no hidden features. The teacher never trains
-    (no gradients, eval mode), so its pruned weights stay exactly zero.
+    mode "features" (the paper): Eq. 3 between the teacher's block outputs at `layers` and the student's,
+    mapped to the teacher's width by the adapters f_i, which train with the student (train.Generator holds
+    them, so DDP averages their gradients with G's). mode "output" (ablation): L1 between the student's and
+    the teacher's SR images, no hidden features. The teacher never trains (no gradients, eval mode), so
+    its pruned weights stay exactly zero.
     """
 
-    def __init__(self, teacher: RRDBNet, student_width: int, layers: list[int], weight: float, kind: str, mode: str = "features"):
+    def __init__(self, teacher: RRDBNet, layers: list[int], weight: float, kind: str, mode: str = "features"):
         super().__init__()
         if mode not in MODES[:2]:
             raise ValueError(f"distillation mode {mode!r} is not one of {MODES[:2]} (no distiller is mode 'none')")
         self.teacher = teacher.eval().requires_grad_(False)
         self.mode, self.weight, self.kind = mode, weight, kind
         self.layers = list(layers) if mode == "features" else []
-        self.adapters = nn.ModuleList(nn.Conv2d(student_width, teacher.args.num_feat, 1) for _ in self.layers)
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -51,8 +51,9 @@ class Distiller(nn.Module):
         return self
 
     def forward(self, lr: torch.Tensor, student_sr: torch.Tensor, student_feats: list[torch.Tensor]) -> torch.Tensor:
+        """lambda_distill * L_distill, from the student's SR image and its adapted block outputs f_i(C_i)."""
         with torch.no_grad():
             teacher_sr, teacher_feats = self.teacher.forward_features(lr, self.layers)
         if self.mode == "output":
-            return F.l1_loss(student_sr, teacher_sr)
-        return feature_distillation_loss(student_feats, teacher_feats, self.adapters, self.kind)
+            return self.weight * F.l1_loss(student_sr, teacher_sr)
+        return self.weight * feature_distillation_loss(student_feats, teacher_feats, self.kind)

@@ -28,11 +28,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from esrkd.errors import UserError
+
 CHUNK = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """A file that could not be downloaded, verified or extracted; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +76,9 @@ def read_checksums(checksums_file: Path | None) -> dict[str, str]:
     try:
         data = json.loads(Path(checksums_file).read_text())
     except (OSError, ValueError) as err:
-        raise DownloadError(f"{checksums_file} is not a readable JSON file of checksums ({err}); fix or delete it and re-run.") from err
+        raise UserError(f"{checksums_file} is not a readable JSON file of checksums ({err}); fix or delete it and re-run.") from err
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise DownloadError(f"{checksums_file} should map file names to SHA-256 strings; fix or delete it and re-run.")
+        raise UserError(f"{checksums_file} should map file names to SHA-256 strings; fix or delete it and re-run.")
     return data
 
 
@@ -139,9 +137,9 @@ def _verify(path: Path, remote: Remote, expected: str | None, where: str, checks
         f" from {checksums_file} to accept it")
     if path.name.endswith(".part"):
         path.unlink()  # so the next run starts clean instead of resuming corrupt bytes
-        raise DownloadError(
+        raise UserError(
             f"{remote.filename} downloaded from {remote.url} {problem}, so it was deleted; re-run to download it again{upstream}.")
-    raise DownloadError(f"{path} {problem}: delete it and re-run to download it again{upstream}.")
+    raise UserError(f"{path} {problem}: delete it and re-run to download it again{upstream}.")
 
 
 def _content_range(header: str | None) -> tuple[int | None, int | None]:
@@ -168,10 +166,10 @@ def _download(remote: Remote, part: Path, target: Path, progress: bool, timeout:
                     return  # the .part is whole: a run was stopped between download and verification
                 offset = 0  # the .part is longer than the file: start again
                 continue
-            raise DownloadError(f"{remote.url} answered HTTP {err.code} {err.reason}; check the address, or {by_hand}.") from err
+            raise UserError(f"{remote.url} answered HTTP {err.code} {err.reason}; check the address, or {by_hand}.") from err
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             reason = getattr(err, "reason", err)
-            raise DownloadError(f"could not download {remote.url} ({reason}); check the network and re-run, or {by_hand}.") from err
+            raise UserError(f"could not download {remote.url} ({reason}); check the network and re-run, or {by_hand}.") from err
         start, total = _content_range(response.headers.get("Content-Range"))
         if response.status == 206 and start != offset:
             response.close()
@@ -185,7 +183,7 @@ def _download(remote: Remote, part: Path, target: Path, progress: bool, timeout:
         if total is None and length is not None:
             total = offset + int(length)
         if total is not None and remote.size is not None and total != remote.size:
-            raise DownloadError(
+            raise UserError(
                 f"{remote.url} is {total} bytes but {remote.filename} should be {remote.size}; check the address, or {by_hand}.")
         with open(part, "ab" if resumed else "wb") as out, tqdm(
             total=total or remote.size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
@@ -198,12 +196,12 @@ def _download(remote: Remote, part: Path, target: Path, progress: bool, timeout:
             except (OSError, http.client.HTTPException) as err:
                 out.flush()
                 why = str(err) or type(err).__name__
-                raise DownloadError(
+                raise UserError(
                     f"the download of {remote.url} was interrupted at {out.tell()} bytes ({why}); "
                     f"re-run to resume it from {part}.") from err
     got = part.stat().st_size
     if total is not None and got != total:
-        raise DownloadError(f"the download of {remote.url} stopped at {got} of {total} bytes; re-run to resume it from {part}.")
+        raise UserError(f"the download of {remote.url} stopped at {got} of {total} bytes; re-run to resume it from {part}.")
 
 
 def extract_archive(archive: Path, dest: Path) -> Path:
@@ -217,10 +215,10 @@ def extract_archive(archive: Path, dest: Path) -> Path:
         return dest
     redo = f"delete {archive} and re-run to download it again"
     if not archive.is_file():
-        raise DownloadError(f"{archive} does not exist; re-run to download it.")
+        raise UserError(f"{archive} does not exist; re-run to download it.")
     is_zip = zipfile.is_zipfile(archive)
     if not is_zip and not tarfile.is_tarfile(archive):
-        raise DownloadError(f"{archive} is neither a zip nor a tar archive; {redo}.")
+        raise UserError(f"{archive} is neither a zip nor a tar archive; {redo}.")
     staging = dest.with_name(dest.name + ".part")
     shutil.rmtree(staging, ignore_errors=True)  # what an interrupted extraction left behind
     staging.mkdir(parents=True)
@@ -235,7 +233,7 @@ def extract_archive(archive: Path, dest: Path) -> Path:
                 tf.extractall(staging, **safe)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(f"could not extract {archive} ({err}); {redo}.") from err
+        raise UserError(f"could not extract {archive} ({err}); {redo}.") from err
     entries = list(staging.iterdir())
     root = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging
     if dest.exists():

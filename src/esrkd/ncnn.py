@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from esrkd.arch import RRDBArgs, RRDBNet
-from esrkd.checkpoint import CheckpointError
+from esrkd.errors import UserError
 
 MAGIC = "7767517"
 FP16_TAG = 0x01306B47
@@ -58,11 +58,11 @@ def _layers(path: Path) -> list[tuple[str, str, dict[str, str]]]:
     except UnicodeDecodeError:
         lines = []
     if not lines or lines[0].strip() != MAGIC:
-        raise CheckpointError(f"{path}: not an ncnn text .param file (its first line is not {MAGIC}).")
+        raise UserError(f"{path}: not an ncnn text .param file (its first line is not {MAGIC}).")
     try:
         declared = int(lines[1].split()[0])
     except (IndexError, ValueError):
-        raise CheckpointError(f"{path}: line 2 should be 'layer_count blob_count'.") from None
+        raise UserError(f"{path}: line 2 should be 'layer_count blob_count'.") from None
     layers = []
     for number, line in enumerate(lines[2:], start=3):
         fields = line.split()
@@ -72,10 +72,10 @@ def _layers(path: Path) -> list[tuple[str, str, dict[str, str]]]:
             n_blobs = int(fields[2]) + int(fields[3])
             params = dict(kv.split("=", 1) for kv in fields[4 + n_blobs:])
         except (IndexError, ValueError):
-            raise CheckpointError(f"{path}: line {number} is not a layer ('Type Name n_in n_out blobs... k=v...').") from None
+            raise UserError(f"{path}: line {number} is not a layer ('Type Name n_in n_out blobs... k=v...').") from None
         layers.append((fields[0], fields[1], params))
     if len(layers) != declared:
-        raise CheckpointError(f"{path}: declares {declared} layers but lists {len(layers)}.")
+        raise UserError(f"{path}: declares {declared} layers but lists {len(layers)}.")
     return layers
 
 
@@ -117,41 +117,41 @@ def read_graph(path: Path) -> tuple[list[Conv], RRDBArgs, list[str]]:
     types = Counter(kind for kind, _, _ in layers)
     foreign = sorted(set(types) - _LAYER_TYPES)
     if foreign:
-        raise CheckpointError(f"{path}: has {', '.join(foreign)} layers, which an RRDBNet graph does not.")
+        raise UserError(f"{path}: has {', '.join(foreign)} layers, which an RRDBNet graph does not.")
     try:
         convs = [_conv(name, p) for kind, name, p in layers if kind == "Convolution"]
         upsamplings = [_nearest_x2(p) for kind, _, p in layers if kind == "Interp"]
     except ValueError as err:
-        raise CheckpointError(f"{path}: a layer parameter that should be a number is not ({err}).") from None
+        raise UserError(f"{path}: a layer parameter that should be a number is not ({err}).") from None
     blocks, rest = divmod(len(convs) - 6, 15)
     if blocks < 1 or rest:
-        raise CheckpointError(f"{path}: {len(convs)} Convolution layers, not an RRDBNet (expected 6 + 15 x blocks).")
+        raise UserError(f"{path}: {len(convs)} Convolution layers, not an RRDBNet (expected 6 + 15 x blocks).")
     adds = types["Eltwise"] + types["BinaryOp"]
     if adds != 4 * blocks + 1 or upsamplings != [True, True]:
-        raise CheckpointError(f"{path}: {adds} additions and {len(upsamplings)} Interp layers, but an x4 RRDBNet of "
+        raise UserError(f"{path}: {adds} additions and {len(upsamplings)} Interp layers, but an x4 RRDBNet of "
                               f"{blocks} blocks has {4 * blocks + 1} and two nearest x2 upsamplings.")
     for conv in convs:
         if min(conv.out, conv.kernel, conv.weights) <= 0 or conv.weights % (conv.out * conv.kernel**2):
-            raise CheckpointError(f"{path}: Convolution {conv.name} has {conv.weights} weights for {conv.out} "
+            raise UserError(f"{path}: Convolution {conv.name} has {conv.weights} weights for {conv.out} "
                                   f"outputs of kernel {conv.kernel}, which is no whole number of input channels.")
         if not conv.plain:
-            raise CheckpointError(f"{path}: Convolution {conv.name} is not a square, stride-1, 'same'-padded, "
+            raise UserError(f"{path}: Convolution {conv.name} is not a square, stride-1, 'same'-padded, "
                                   f"biased float convolution as all of RRDBNet's are.")
     args = RRDBArgs(num_feat=convs[0].out, num_block=blocks, num_grow_ch=convs[1].out, scale=4,
                     num_in_ch=convs[0].in_ch, num_out_ch=convs[-1].out)
     if args.num_in_ch != 3:
-        raise CheckpointError(f"{path}: the first convolution takes {args.num_in_ch} channels; only RGB x4 models are supported.")
+        raise UserError(f"{path}: the first convolution takes {args.num_in_ch} channels; only RGB x4 models are supported.")
     expected = _weight_shapes(args)
     names = list(expected)
     for conv, key in zip(convs, names):
         shape = (conv.out, conv.in_ch, conv.kernel, conv.kernel)
         if shape != expected[key]:
-            raise CheckpointError(f"{path}: Convolution {conv.name} ({key}) is {shape}, but an RRDBNet with "
+            raise UserError(f"{path}: Convolution {conv.name} ({key}) is {shape}, but an RRDBNet with "
                                   f"{args} needs {expected[key]}.")
         # RRDBNet applies LeakyReLU(0.2) after each dense conv but the fifth, and after conv_up1/2 and conv_hr
         leaky = key.endswith(("conv1", "conv2", "conv3", "conv4")) or key in ("conv_up1", "conv_up2", "conv_hr")
         if conv.leaky is not leaky:
-            raise CheckpointError(f"{path}: Convolution {conv.name} ({key}) should be followed by "
+            raise UserError(f"{path}: Convolution {conv.name} ({key}) should be followed by "
                                   f"{'LeakyReLU(0.2)' if leaky else 'no activation'}, as in RRDBNet.")
     return convs, args, names
 
@@ -162,18 +162,18 @@ def read_weights(path: Path, convs: list[Conv], names: list[str]) -> dict[str, t
     state, offset = {}, 0
     for i, (conv, name) in enumerate(zip(convs, names)):
         if offset + 4 > len(data):
-            raise CheckpointError(f"{path}: ends after {len(data):,} bytes, before convolution {i + 1} of {len(convs)} "
+            raise UserError(f"{path}: ends after {len(data):,} bytes, before convolution {i + 1} of {len(convs)} "
                                   f"({conv.name}); the file is truncated or belongs to another .param.")
         tag = struct.unpack_from("<I", data, offset)[0]
         if tag not in (FP16_TAG, FP32_TAG):
-            raise CheckpointError(f"{path}: unknown weight tag 0x{tag:08X} at byte {offset:,} (convolution "
+            raise UserError(f"{path}: unknown weight tag 0x{tag:08X} at byte {offset:,} (convolution "
                                   f"{conv.name}); only fp16 (0x{FP16_TAG:08X}) and fp32 (0) weights are read.")
         dtype = np.dtype("<f2" if tag == FP16_TAG else "<f4")
         start = offset + 4
         bias_at = start + -(-conv.weights * dtype.itemsize // 4) * 4  # weights are padded to 4 bytes
         end = bias_at + 4 * conv.out
         if end > len(data):
-            raise CheckpointError(f"{path}: ends after {len(data):,} bytes, inside convolution {i + 1} of "
+            raise UserError(f"{path}: ends after {len(data):,} bytes, inside convolution {i + 1} of "
                                   f"{len(convs)} ({conv.name}), which needs bytes up to {end:,}.")
         weight = np.frombuffer(data, dtype, conv.weights, start).astype(np.float32)
         bias = np.frombuffer(data, "<f4", conv.out, bias_at).astype(np.float32)
@@ -181,7 +181,7 @@ def read_weights(path: Path, convs: list[Conv], names: list[str]) -> dict[str, t
         state[f"{name}.bias"] = torch.from_numpy(bias)
         offset = end
     if offset != len(data):
-        raise CheckpointError(f"{path}: {len(data) - offset:,} bytes follow the last convolution's weights "
+        raise UserError(f"{path}: {len(data) - offset:,} bytes follow the last convolution's weights "
                               f"(the .param's convolutions need {offset:,}); it belongs to another .param.")
     return state
 
@@ -190,9 +190,9 @@ def load_rrdbnet(param: Path | str, if_missing: str = "ncnn .param file not foun
     """An ncnn RRDBNet (`x.param` with `x.bin` beside it) as (BasicSR-named state dict, its RRDBNet arguments)."""
     param = Path(param)
     if not param.is_file():
-        raise CheckpointError(f"{param}: {if_missing}.")
+        raise UserError(f"{param}: {if_missing}.")
     weights = param.with_suffix(".bin")
     if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing; the weights of {param.name} must lie beside it as {weights.name}.")
+        raise UserError(f"{weights}: missing; the weights of {param.name} must lie beside it as {weights.name}.")
     convs, args, names = read_graph(param)
     return read_weights(weights, convs, names), args

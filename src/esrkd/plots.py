@@ -43,9 +43,9 @@ def quality_vs(avg: pd.DataFrame, shown: list, x: str, xlabel: str, xscale: floa
     _save(fig, path, bottom=0.08 + 0.05 * ((len(labels) + 3) // 4))
 
 
-def metric_vs_prune(t1: pd.DataFrame, shown: list, width: int, path: Path) -> None:
-    """Table 1 as a figure: Student_<width>'s quality against its teacher's prune ratio, ours and the paper's
-    (`t1` in long form: teacher_prune, metric, ours, paper)."""
+def metric_vs_prune(t1: pd.DataFrame, shown: list, label: str, path: Path) -> None:
+    """Table 1 as a figure: the student's (`label`, e.g. Student_16) quality against its teacher's prune ratio,
+    ours and the paper's (`t1` in long form: teacher_prune, metric, ours, paper)."""
     fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], shown):
         rows = t1[t1.metric == metric.paper]
@@ -57,7 +57,7 @@ def metric_vs_prune(t1: pd.DataFrame, shown: list, width: int, path: Path) -> No
         ax.set_xticks(rows.teacher_prune)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Table 1: Student_{width} distilled from teachers pruned at each ratio")
+    fig.suptitle(f"Table 1: {label} distilled from teachers pruned at each ratio")
     _save(fig, path)
 
 

@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from esrkd import config
-from esrkd.arch import VGGStyleDiscriminator, count_params
-from esrkd.train import fit, patch_dataset
+from esrkd.arch import RRDBNet, count_params
+from esrkd.train import Engine, Generator, Resume, TrainState, fit, patch_dataset
 
 SCOPES = ("global", "layer")
 
@@ -94,13 +94,12 @@ def prune_l1(
     }
 
 
-def l1_finetune(net: nn.Module, data_dir: Path, iters: int, p: config.Params, device: torch.device,
-                state_file: Path | None = None, fingerprint: str = "") -> nn.Module:
+def l1_finetune(net: RRDBNet, data_dir: Path, iters: int, p: config.Params, device: torch.device,
+                resume: Resume | None = None) -> RRDBNet:
     """Train a pruned network for `iters` iterations of pixel L1, with the teacher's batch and patch
     and Adam at pruning.finetune_lr; return it. The trained network itself is handed on: an EMA over so
     short a run would lag behind it."""
     cfg = p.teacher.model_copy(update={"warmup_iters": iters, "gan_iters": 0, "lr": p.pruning.finetune_lr, "lr_milestones": []})
-    idle_d = VGGStyleDiscriminator(p.disc_arch)  # fit's signature wants one; an L1-only run never uses it
-    fit(net, idle_d, patch_dataset(data_dir, cfg, p), cfg, device, desc="prune fine-tune",
-        state_file=state_file, fingerprint=fingerprint)
+    state = TrainState(Generator(net), None, cfg, Engine(device))
+    fit(state, patch_dataset(data_dir, cfg, p), "prune fine-tune", resume)
     return net.cpu().eval()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from esrkd import config, plots
-from esrkd.evaluate import bicubic_baseline, distill_mode
+from esrkd.evaluate import TEACHER, bicubic_baseline, distill_mode, model_label, model_name
 from esrkd.outputs import atomic_file, write_json
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
     """One row per model and test set, plus an 'Average' row per model (the mean over sets).
 
     FLOPs come from the metrics file; the median latency from the file at the same relative path
-    in `timings_dir`. `variant` is the distillation mode: features (the paper's), output or none.
+    in `timings_dir`. `model` is the model's name (model_name: the metrics file's stem); `variant` its
+    distillation mode: features (the paper's), output or none.
     """
     files = sorted(Path(metrics_dir).rglob("*.json"))
     if not files:
@@ -49,6 +50,7 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
         m = json.loads(path.read_text())
         meta = m["model"]
         base = {
+            "model": model_name(meta),
             "role": meta["role"],
             "variant": distill_mode(meta),
             "teacher_prune": float(meta["prune"]),
@@ -77,15 +79,16 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
 
 
 def load_paper(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path)
+    """The paper's Tables 1-2 with each model named as ours: the file gives a model by role and width, and
+    the paper's students are all feature-distilled (model_name's default mode)."""
+    paper = pd.read_csv(path)
+    return paper.assign(model=[model_name({"role": role, "width": width}) for role, width in zip(paper.model, paper.width)])
 
 
-def _paper_value(paper: pd.DataFrame, table: int, role: str, prune: float, width: int | None, metric: Metric,
+def _paper_value(paper: pd.DataFrame, table: int, model: str, prune: float, metric: Metric,
                  dataset: str = "Average") -> float | None:
-    sel = paper[(paper.table == table) & (paper.model == role) & (paper.teacher_prune == prune)
+    sel = paper[(paper.table == table) & (paper.model == model) & (paper.teacher_prune == prune)
                 & (paper.dataset == dataset) & (paper.metric == metric.paper)]
-    if width is not None:
-        sel = sel[sel.width == width]
     return float(sel.value.iloc[0]) if len(sel) else None
 
 
@@ -98,15 +101,13 @@ def _long(models: pd.DataFrame, results: pd.DataFrame, paper: pd.DataFrame, tabl
     A dataset this run lacks has no `ours`; one the paper lacks has no `paper`."""
     rows = []
     for r in models.itertuples():
-        mine = results[(results.role == r.role) & (results.variant == r.variant) & (results.teacher_prune == r.teacher_prune)
-                       & (results.width == r.width)].set_index("dataset")
-        width = None if r.role == "teacher" else r.width  # the paper's Table 2 has one teacher
+        mine = results[(results.model == r.model) & (results.teacher_prune == r.teacher_prune)].set_index("dataset")
         for dataset in datasets:
             for m in METRICS:
-                rows.append({"model": _label(r.role, r.width), "teacher_prune": r.teacher_prune, "width": r.width,
+                rows.append({"model": r.model, "teacher_prune": r.teacher_prune, "width": r.width,
                              "params_m": r.params_nonzero / 1e6, "dataset": dataset, "metric": m.paper,
                              "ours": mine[m.key].get(dataset),
-                             "paper": _paper_value(paper, table, r.role, r.teacher_prune, width, m, dataset)})
+                             "paper": _paper_value(paper, table, r.model, r.teacher_prune, m, dataset)})
     return pd.DataFrame(rows, columns=LONG_COLUMNS).astype({"ours": float, "paper": float})
 
 
@@ -124,10 +125,6 @@ def table2(results: pd.DataFrame, paper: pd.DataFrame, prune: float) -> pd.DataF
     theirs = [d for d in paper[paper.table == 2].dataset.unique() if d != "Average"]
     ours = [d for d in results.dataset.unique() if d not in theirs and d != "Average"]
     return _long(models, results, paper, 2, [*theirs, *ours, "Average"])
-
-
-def _label(role: str, width: int) -> str:
-    return "Teacher" if role == "teacher" else f"Student_{width}"
 
 
 def _missing(x: float | None) -> bool:
@@ -178,6 +175,7 @@ def table2_md(t2: pd.DataFrame, sets_run: set[str]) -> str:
                  else "not run" + ("" if _missing(r.paper) else f" ({r.paper:.{m.digits}f})") for r in sel.itertuples()]
         wide = _wide(sel, "model", "dataset", cells)
         wide.insert(0, "params (M)", sel.groupby("model", sort=False).params_m.first())
+        wide = wide.rename(index=model_label)
         blocks.append(f"### {_heading(m)}\n" + wide.reset_index().to_markdown(index=False, floatfmt=".2f"))
     not_run = [d for d in t2.dataset.unique() if d not in sets_run]
     if not_run:
@@ -188,10 +186,6 @@ def table2_md(t2: pd.DataFrame, sets_run: set[str]) -> str:
 
 def _present(row) -> dict[str, float]:
     return {k: getattr(row, k) for k in KEYS if not _missing(getattr(row, k))}
-
-
-def _model_key(role: str, width: int, variant: str = "") -> str:
-    return "teacher" if role == "teacher" else f"student_{width}" + ("" if variant in ("", "features") else f"_{variant}")
 
 
 def _prune_key(ratio: float) -> str:
@@ -212,16 +206,17 @@ def _by_key(row: pd.Series) -> dict[str, float]:
 
 def dvc_metrics(t1: pd.DataFrame, t2: pd.DataFrame, ab: pd.DataFrame) -> dict:
     """The headline numbers `dvc metrics diff` and `dvc exp show` compare: Table 2's averages by model,
-    Table 1's by prune ratio and what each distillation gains over none. The per-model grid is in grid.json."""
+    Table 1's by prune ratio and what each distilled model gains over the one trained without distillation, keyed
+    by model name. The per-model grid is in grid.json."""
     size = t2.drop_duplicates("model").set_index("model")
     metrics = {
-        "table2": {model.lower(): {"teacher_prune": float(size.at[model, "teacher_prune"]),
-                                   "params_m": round(float(size.at[model, "params_m"]), 4), **_by_key(row)}
+        "table2": {model: {"teacher_prune": float(size.at[model, "teacher_prune"]),
+                           "params_m": round(float(size.at[model, "params_m"]), 4), **_by_key(row)}
                    for model, row in _averages(t2, "model").iterrows()},
         "table1": {_prune_key(ratio): _by_key(row) for ratio, row in _averages(t1, "teacher_prune").iterrows()},
     }
-    gains = {f"{r.distillation}_{r.width}": {f"{m.key}_gain": g for m in METRICS
-                                             if not _missing(g := getattr(r, f"{m.key}_gain", None))}
+    gains = {r.model: {f"{m.key}_gain": g for m in METRICS
+                       if not _missing(g := getattr(r, f"{m.key}_gain", None))}
              for r in ab.itertuples()}
     if gains := {k: v for k, v in gains.items() if v}:
         metrics["ablation"] = gains
@@ -234,7 +229,7 @@ def grid_json(results: pd.DataFrame) -> dict:
     grid: dict[str, dict] = {}
     for r in results[results.dataset == "Average"].itertuples():
         cost = {"params_nonzero": r.params_nonzero, "gflops": r.gflops, "latency_ms": r.latency_ms}
-        grid.setdefault(_prune_key(r.teacher_prune), {})[_model_key(r.role, r.width, r.variant)] = {
+        grid.setdefault(_prune_key(r.teacher_prune), {})[r.model] = {
             **_present(r), **{k: v for k, v in cost.items() if not _missing(v)}}
     return grid
 
@@ -257,7 +252,7 @@ def ablation_table(results: pd.DataFrame, prune: float) -> pd.DataFrame:
         for variant in ("features", "output", "none"):
             if variant in by:
                 r = by[variant]
-                row = {"width": int(width), "distillation": variant, **{m.key: getattr(r, m.key) for m in METRICS}}
+                row = {"model": r.model, "width": int(width), "distillation": variant, **{m.key: getattr(r, m.key) for m in METRICS}}
                 if variant != "none" and "none" in by:
                     row |= {f"{m.key}_gain": _diff(getattr(r, m.key), getattr(by["none"], m.key)) for m in METRICS}
                 rows.append(row)
@@ -270,6 +265,7 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 Finding = tuple[str, str, str]  # the paper's claim, the verdict on this run, the numbers behind it
 PAPER_CHOICE = 0.3  # the prune ratio whose Student_16 has the lowest FID in the paper's Table 1 (104.99)
+T1_WIDTH = 16  # the width of the paper's Table 1 student
 
 
 def _direction(m: Metric, gain: float) -> str:
@@ -281,13 +277,13 @@ def _direction(m: Metric, gain: float) -> str:
 
 def _students_above_teacher(ours: pd.DataFrame, paper: pd.DataFrame, m: Metric) -> tuple[str, str]:
     """Verdict and evidence for "every student's average <m> is higher than the teacher's"."""
-    teacher, paper_teacher = ours[m.paper].get("Teacher"), paper[m.paper].get("Teacher")
-    gaps = {s: _diff(ours.at[s, m.paper], teacher) for s in ours.index if s != "Teacher"}
-    evidence = f"Teacher {_fmt(teacher, m.digits)}; " + ", ".join(
-        f"{s} {_fmt(ours.at[s, m.paper], m.digits)} ({_fmt(g, m.digits, '+')} vs the teacher; "
+    teacher, paper_teacher = ours[m.paper].get(TEACHER), paper[m.paper].get(TEACHER)
+    gaps = {s: _diff(ours.at[s, m.paper], teacher) for s in ours.index if s != TEACHER}
+    evidence = f"{model_label(TEACHER)} {_fmt(teacher, m.digits)}; " + ", ".join(
+        f"{model_label(s)} {_fmt(ours.at[s, m.paper], m.digits)} ({_fmt(g, m.digits, '+')} vs the teacher; "
         f"paper {_fmt(_diff(paper.at[s, m.paper], paper_teacher), m.digits, '+')})" for s, g in gaps.items()) + "."
-    below = [s for s, g in gaps.items() if not _missing(g) and g <= 0]
-    unknown = [s for s, g in gaps.items() if _missing(g)]
+    below = [model_label(s) for s, g in gaps.items() if not _missing(g) and g <= 0]
+    unknown = [model_label(s) for s, g in gaps.items() if _missing(g)]
     if below:
         return f"not supported ({', '.join(below)} not above the teacher)", evidence
     if unknown or not gaps:
@@ -299,8 +295,9 @@ def _students_above_teacher(ours: pd.DataFrame, paper: pd.DataFrame, m: Metric) 
 def _lowest_fid_at_paper_choice(t1: pd.DataFrame) -> tuple[str, str]:
     """Verdict and evidence for "the teacher pruned at 0.3 gives the Student_16 with the lowest FID"."""
     ours, paper = _averages(t1, "teacher_prune")["FID"], _averages(t1, "teacher_prune", "paper")["FID"]
-    width = int(t1.width.iloc[0]) if len(t1) else 16
-    evidence = (f"Student_{width}{'' if width == 16 else ' (this run has no Student_16)'}'s FID by teacher prune ratio: "
+    paper_student = model_label(model_name({"role": "student", "width": T1_WIDTH}))
+    student = model_label(t1.model.iloc[0]) if len(t1) else paper_student
+    evidence = (f"{student}{'' if student == paper_student else f' (this run has no {paper_student})'}'s FID by teacher prune ratio: "
                 + (", ".join(f"{r:g}: {_fmt(v, 2)} (paper {_fmt(paper[r], 2)})" for r, v in ours.items()) or "none") + ".")
     known = ours.dropna()
     if PAPER_CHOICE not in known.index:
@@ -322,7 +319,7 @@ def _distillation_beats_none(ab: pd.DataFrame) -> tuple[str, str]:
         for m, _, direction in gains:
             seen[direction].append(m.paper)
         if gains:
-            parts.append(f"Student_{r.width}, feature distillation vs none: "
+            parts.append(f"{model_label(r.model)}, feature distillation vs none: "
                          + ", ".join(f"{m.paper} {g:+.{m.digits}f} ({direction})" for m, g, direction in gains))
     evidence = ("; ".join(parts) or "no student trained without distillation was evaluated") + ". The paper trains none."
     better, worse = (", ".join(dict.fromkeys(seen[d])) for d in ("better", "worse"))
@@ -389,7 +386,7 @@ def cost_summary(results: pd.DataFrame, shape: str) -> str:
     dense = teachers.iloc[0] if len(teachers) else None
     for r in avg[(avg.role == "student") & (avg.variant == "features") & (avg.teacher_prune == avg.teacher_prune.min())].itertuples():
         if dense is not None and not _missing(r.latency_ms) and not _missing(dense.latency_ms):
-            lines.append(f"- Student_{r.width}: {r.gflops / dense.gflops:.2f}x the teacher's FLOPs, "
+            lines.append(f"- {model_label(r.model)}: {r.gflops / dense.gflops:.2f}x the teacher's FLOPs, "
                          f"{r.latency_ms / dense.latency_ms:.2f}x its latency.")
     return "\n".join(lines)
 
@@ -474,14 +471,12 @@ def export_sizes(results: pd.DataFrame, exports: Path | None) -> pd.DataFrame:
     for path in sorted(Path(exports).glob("*/sizes.json")) if exports is not None else []:
         for name, s in json.loads(path.read_text()).items():
             sizes[(float(path.parent.name), name)] = (s["onnx_bytes"] / 1e6, s["onnx_fp16_bytes"] / 1e6)
-    # the export stage names models as the evaluate stage does: teacher, student-<width>
-    keys = [(r.teacher_prune, "teacher" if r.role == "teacher" else f"student-{r.width}") if r.variant in ("", "features")
-            else None for r in results.itertuples()]
-    found = [sizes.get(k, (None, None)) for k in keys]
+    # the export stage names models by model_name too, so a model's name is its key in sizes.json
+    found = [sizes.get((r.teacher_prune, r.model), (None, None)) for r in results.itertuples()]
     return results.assign(onnx_mb=[a for a, _ in found], onnx_fp16_mb=[b for _, b in found])
 
 
-def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width: int, src: Inputs, out: Path) -> list[str]:
+def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_label: str, src: Inputs, out: Path) -> list[str]:
     """Write every PNG and return the markdown lines that show them."""
     avg = results[(results.dataset == "Average") & results.variant.isin(["", "features"])]
     shown = [m for m in METRICS if avg[m.key].notna().any()]
@@ -491,7 +486,7 @@ def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width
         plots.quality_vs(avg, shown, "latency_ms", f"latency per {_input(src.metrics)} LR input (ms, median)", 1.0,
                          out / "quality_vs_latency.png")
         lines.append("![quality vs latency](quality_vs_latency.png)")
-    plots.metric_vs_prune(t1, [m for m in shown if t1[t1.metric == m.paper].ours.notna().any()], t1_width, out / "table1.png")
+    plots.metric_vs_prune(t1, [m for m in shown if t1[t1.metric == m.paper].ours.notna().any()], t1_label, out / "table1.png")
     lines.append("![Table 1 as a plot](table1.png)")
     # Training curves of every evaluated model, from the dvclive log beside its weights;
     # colour = the teacher's prune ratio, line style = the student's width, grey = ablations.
@@ -501,24 +496,23 @@ def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_width
     for r in results[(results.dataset == "Average") & results.log.notna()].itertuples():
         log = Path(r.log)
         if r.role == "teacher":  # pruning does not train: every pruned teacher's curves are the teacher's
-            logs["teacher"] = (log, {"color": "black", "lw": 2})
+            logs[model_label(r.model)] = (log, {"color": "black", "lw": 2})
         elif r.variant == "features":
-            logs[f"student {r.teacher_prune:g}/{r.width}"] = (log, {"color": colours[r.teacher_prune], "lw": 1,
-                                                                   "ls": ["-", "--", ":", "-."][widths.index(r.width) % 4]})
+            style = {"color": colours[r.teacher_prune], "lw": 1, "ls": ["-", "--", ":", "-."][widths.index(r.width) % 4]}
+            logs[f"{model_label(r.model)}, teacher pruned {r.teacher_prune:g}"] = (log, style)
         else:
-            logs[f"{r.variant} {r.width}"] = (log, {"color": "gray", "lw": 1, "marker": "." if r.variant == "none" else "x"})
+            logs[model_label(r.model)] = (log, {"color": "gray", "lw": 1, "marker": "." if r.variant == "none" else "x"})
     if any(log.is_dir() for log, _ in logs.values()):
         plots.training_curves(logs, out / "training_curves.png")
         lines.append("![training curves](training_curves.png)")
     if src.results is not None and src.test is not None:
         test_set = sorted(d for d in src.test.iterdir() if d.is_dir())[0]
         image = sorted((test_set / "HR").iterdir())[0]
-        ratio = f"{p.prune}"
-        models = {f"Teacher {p.prune:g}": src.results / "teachers" / ratio / "teacher" / test_set.name / image.name}
-        models |= {f"Student_{w}": src.results / "students" / ratio / f"student-{w}" / test_set.name / image.name
-                   for w in p.grid.width}
+        # the evaluate stages write results/<role>s/<prune ratio>/<model name>/<set>/<image>
+        models = {model_label(r.model): src.results / f"{r.role}s" / f"{p.prune}" / r.model / test_set.name / image.name
+                  for r in avg[avg.teacher_prune == p.prune].itertuples()}
         plots.sr_grid(image, test_set / "LR" / image.name, models, p.base.scale, p.crop_border, out / "sr_grid.png")
-        lines.append("![SR crops (Fig. 2 style)](sr_grid.png)")
+        lines.append(f"![SR crops of the teacher pruned at {p.prune:g} and its students (Fig. 2 style)](sr_grid.png)")
     return lines
 
 
@@ -528,7 +522,8 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
     results = export_sizes(load_results(src.metrics, src.timings), src.exports)
     paper = load_paper(src.paper)
     widths = sorted(results[results.role == "student"].width.unique())
-    t1_width = 16 if 16 in widths else int(widths[0])
+    t1_width = T1_WIDTH if T1_WIDTH in widths else int(widths[0])
+    t1_label = model_label(model_name({"role": "student", "width": t1_width}))
     t1, t2 = table1(results, paper, t1_width), table2(results, paper, p.prune)
     ab = ablation_table(results, p.ablation.prune)
     out.mkdir(parents=True, exist_ok=True)
@@ -538,11 +533,10 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
     metrics = dvc_metrics(t1, t2, ab)
     write_json(out / "metrics.json", metrics)
     write_json(out / "grid.json", grid_json(results))
-    figures = _figures(p, results, t1, t1_width, src, out)
+    figures = _figures(p, results, t1, t1_label, src, out)
 
     grid = results[results.dataset == "Average"].copy()
-    grid["model"] = [_label(r, w) + ("" if v in ("", "features") else f" (distillation: {v})")
-                     for r, w, v in zip(grid.role, grid.width, grid.variant)]
+    grid["model"] = grid.model.map(model_label)
     grid["params (M)"] = grid.params_nonzero / 1e6
     grid = grid.rename(columns={"gflops": "GFLOPs", "latency_ms": "latency (ms)", "onnx_mb": "ONNX (MB)",
                                 "onnx_fp16_mb": "ONNX fp16 (MB)"})
@@ -555,8 +549,8 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
         "test set of the paper's this run lacks. ↑: higher is better, ↓: lower is better.",
         "## Protocol\n" + protocol(p, results, src.metrics, src.test),
         "## Findings — the paper's claims, tested on this run\n" + findings_md(findings(t1, t2, ab, p.base.profile), p.base.profile),
-        f"## Table 1 — Student_{t1_width} distilled from teachers pruned at each ratio (average over test sets)\n"
-        + (f"Student_{t1_width}: {t1.params_m.iloc[0]:.2f}M non-zero parameters.\n\n" if len(t1) else "") + table1_md(t1),
+        f"## Table 1 — {t1_label} distilled from teachers pruned at each ratio (average over test sets)\n"
+        + (f"{t1_label}: {t1.params_m.iloc[0]:.2f}M non-zero parameters.\n\n" if len(t1) else "") + table1_md(t1),
         f"## Table 2 — the teacher pruned at {p.prune:g} and its students, per test set\n"
         + table2_md(t2, set(results.dataset)),
         f"## Ablation — does distillation help? (teacher pruned at {p.ablation.prune:g}; in brackets: gain over "
@@ -581,10 +575,10 @@ def pruning_study(p: config.Params, metrics_dir: Path, timings_dir: Path, test_d
     with atomic_file(out / "pruning.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     write_json(out / "metrics.json", {  # e.g. layer_ft0.prune30.psnr, for dvc metrics diff
-        f"{scope}_ft{iters}": {f"prune{round(r.teacher_prune * 100):02d}": _present(r) for r in g.itertuples()}
+        f"{scope}_ft{iters}": {_prune_key(r.teacher_prune): _present(r) for r in g.itertuples()}
         for (scope, iters), g in table.groupby(["prune_scope", "finetune_iters"])})
     paper = load_paper(paper_path)
-    paper_row = {m.title: _paper_value(paper, 2, "teacher", 0.3, None, m) for m in METRICS}
+    paper_row = {m.title: _paper_value(paper, 2, TEACHER, 0.3, m) for m in METRICS}
     shown = table.rename(columns={"teacher_prune": "prune", "prune_scope": "scope", "finetune_iters": "fine-tune iters",
                                   "latency_ms": "latency (ms)", **{m.key: m.title for m in METRICS}})
     shown["non-zero params (M)"] = shown.pop("params_nonzero") / 1e6

@@ -1,9 +1,11 @@
 """The ESRGAN training loop shared by the teacher and the students.
 
-One iteration, in order: G step (pixel L1 in the warm start; weighted L1 + perceptual + RaGAN in
-the GAN phase; plus lambda_distill * feature distillation for a student), EMA update, then the D
-step (GAN phase only), with the learning rate a pure function of the iteration. Training state is
-checkpointed so that a killed run continues where it stopped, with bitwise-identical results.
+`TrainState` is everything a run updates (G with its adapters, D, their optimisers, G's EMA) and its
+`step()` is one iteration, in order: the G update (pixel L1 in the warm start; weighted L1 + perceptual +
+RaGAN in the GAN phase; plus the distiller's lambda_distill * L_distill for a student), the EMA update,
+then the D update (GAN phase only), with the learning rate a pure function of the iteration. `fit` loops
+over the batches, logs, and checkpoints the state so that a killed run continues where it stopped, with
+bitwise-identical results.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import hashlib
 import json
 import random
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -27,10 +31,12 @@ from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.checkpoint import save, save_discriminator, save_generator
 from esrkd.data import PatchDataset, load_pairs
-from esrkd.dist import World, average_gradients, broadcast_parameters, finish, mean_over_ranks, shard
+from esrkd.dist import World, finish, mean_over_ranks, shard, wrap
 from esrkd.distill import Distiller
 from esrkd.losses import PerceptualLoss, ragan_loss
 from esrkd.outputs import atomic_dir, atomic_file
+
+STATE_FORMAT = 2  # of the resume checkpoints; a checkpoint of another format is not resumed
 
 
 def learning_rate(it: int, cfg: config.Train) -> float:
@@ -49,12 +55,12 @@ def patch_dataset(train_dir: Path, cfg: config.Train, p: config.Params) -> Patch
     return PatchDataset(pairs, base.scale, cfg.patch_size, iters * cfg.batch_size, base.seed)
 
 
-def _batches(data: PatchDataset, cfg: config.Train, device: torch.device, start_iter: int, world: World) -> DataLoader:
+def _batches(data: PatchDataset, cfg: config.Train, start_iter: int, engine: Engine) -> DataLoader:
     # Sample k is a pure function of k, so resuming at iteration i only means starting at sample i*batch,
     # and a rank of a data-parallel run only takes its slice of every global batch.
-    todo = Subset(data, shard(start_iter * cfg.batch_size, len(data), cfg.batch_size, world))
-    return DataLoader(todo, batch_size=cfg.batch_size // world.size, shuffle=False, num_workers=cfg.num_workers,
-                      pin_memory=device.type == "cuda", drop_last=True)
+    todo = Subset(data, shard(start_iter * cfg.batch_size, len(data), cfg.batch_size, engine.world))
+    return DataLoader(todo, batch_size=cfg.batch_size // engine.world.size, shuffle=False, num_workers=cfg.num_workers,
+                      pin_memory=engine.device.type == "cuda", drop_last=True)
 
 
 def resume_file(out: Path) -> Path:
@@ -78,6 +84,153 @@ def files_digest(*paths: Path) -> list:
     return out
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Where and how a run computes; none of it changes the math beyond float rounding.
+
+    precision "bf16" on CUDA runs the forward passes under bf16 autocast with channels_last tensors (weights
+    and optimiser state stay fp32, so no loss scaling is needed); the CPU runs fp32. `compile` runs the
+    forward passes of G, D and the distiller through torch.compile (fused kernels; the first iterations pay
+    for compilation). With a `world` of several processes, each takes its slice of every batch and DDP
+    averages the gradients; only rank 0 writes checkpoints.
+    """
+
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
+    compile: bool = False
+    world: World = World()
+
+    @property
+    def bf16(self) -> bool:
+        return self.device.type == "cuda" and self.precision == "bf16"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.bf16 else torch.contiguous_format
+
+
+class Generator(nn.Module):
+    """G as it trains: the RRDBNet and, for a feature-distilled student, one 1x1 conv f_i per distilled block
+    (Eq. 3) mapping its output to the teacher's width. One module, so that DDP averages all their gradients."""
+
+    def __init__(self, net: RRDBNet, layers: list[int] = (), teacher_width: int = 0):
+        super().__init__()
+        self.net, self.layers = net, list(layers)
+        self.adapters = nn.ModuleList(nn.Conv2d(net.args.num_feat, teacher_width, 1) for _ in self.layers)
+
+    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        sr, feats = self.net.forward_features(lr, self.layers)
+        return sr, [f(h) for f, h in zip(self.adapters, feats)]
+
+
+class TrainState:
+    """Everything one run updates, with one state_dict(): G (and its adapters), D, their Adam optimisers and
+    G's EMA (BasicSR's: a copy of G at the start, then ema = decay * ema + (1 - decay) * G after every step).
+
+    D may be None for a run without a GAN phase (the pruned teacher's L1 fine-tune). The frozen teacher
+    inside `distiller` is never wrapped in DDP: it has no gradients to average.
+    """
+
+    def __init__(self, G: Generator, D: VGGStyleDiscriminator | None, cfg: config.Train, engine: Engine = Engine(),
+                 perceptual: PerceptualLoss | None = None, distiller: Distiller | None = None):
+        if D is None and cfg.gan_iters:
+            raise ValueError("a GAN phase (gan_iters > 0) needs a discriminator")
+        self.cfg, self.engine, self.perceptual, self.distiller = cfg, engine, perceptual, distiller
+        device, fmt = engine.device, engine.memory_format
+        self.G, self.D = G.to(device, memory_format=fmt).train(), D
+        if D is not None:
+            D.to(device, memory_format=fmt).train()
+        for loss in (perceptual, distiller):
+            if loss is not None:
+                loss.to(device)
+        # What the step calls: DDP-wrapped (which starts every rank from rank 0's weights) and compiled where
+        # asked. The G step judges SR with the plain D (frozen there, so DDP has no gradient of D to wait
+        # for); the D step goes through DDP.
+        compiled = torch.compile if engine.compile else (lambda m: m)
+        self.g = compiled(wrap(G, engine.world, device))
+        self.d_frozen = compiled(D) if D is not None else None
+        self.d = self.d_frozen if engine.world.size == 1 or D is None else compiled(wrap(D, engine.world, device))
+        self.distill = compiled(distiller) if distiller is not None else None
+        self.opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas) if D is not None else None
+        # torch's foreach EMA kernel (AveragedModel itself would sync host and device on every update)
+        self.ema = copy.deepcopy(G.net).requires_grad_(False)
+        self._ema_update = get_ema_multi_avg_fn(cfg.ema_decay)
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_g] + ([self.opt_d] if self.opt_d is not None else [])
+
+    def step(self, it: int, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Iteration `it` (from 1) on one batch; returns the loss terms, raw except l_distill (weighted)."""
+        cfg = self.cfg
+        for opt in self._optimizers():
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(it, cfg)
+        gan_phase = it > cfg.warmup_iters
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.engine.bf16 else nullcontext()
+        logs: dict[str, torch.Tensor] = {}
+
+        # ---- generator step (D frozen) ----
+        if self.D is not None:
+            self.D.requires_grad_(False)
+        with autocast:
+            sr, feats = self.g(lr)
+            logs["l_pix"] = F.l1_loss(sr, hr)
+            if gan_phase:
+                loss = cfg.l1_weight * logs["l_pix"]
+                if self.perceptual is not None and cfg.perceptual_weight > 0:
+                    logs["l_percep"] = self.perceptual(sr, hr)
+                    loss = loss + cfg.perceptual_weight * logs["l_percep"]
+                logs["l_g_gan"] = ragan_loss(self.d_frozen(sr), self.d_frozen(hr).detach())
+                loss = loss + cfg.gan_weight * logs["l_g_gan"]
+            else:
+                loss = logs["l_pix"]
+            if self.distill is not None:
+                logs["l_distill"] = self.distill(lr, sr, feats)
+                loss = loss + logs["l_distill"]
+        logs["l_g_total"] = loss
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self._ema_update(list(self.ema.parameters()), list(self.G.net.parameters()), None)
+
+        # ---- discriminator step ----
+        if gan_phase:
+            self.D.requires_grad_(True)
+            with autocast:
+                logs["l_d"] = ragan_loss(self.d(hr), self.d(sr.detach()))
+            self.opt_d.zero_grad(set_to_none=True)
+            logs["l_d"].backward()
+            self.opt_d.step()
+        return logs
+
+    def loss_weights(self, gan_phase: bool, terms: dict) -> dict[str, float]:
+        """The weight of each generator loss term in `terms` within the step's total."""
+        cfg = self.cfg
+        weights = {"l_pix": cfg.l1_weight if gan_phase else 1.0, "l_percep": cfg.perceptual_weight, "l_g_gan": cfg.gan_weight,
+                   "l_distill": self.distiller.weight if self.distiller is not None else 0.0}
+        return {k: w for k, w in weights.items() if k in terms}
+
+    def state_dict(self) -> dict:
+        state = {"G": self.G.state_dict(), "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict()}
+        if self.D is not None:
+            state |= {"D": self.D.state_dict(), "opt_d": self.opt_d.state_dict()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in (("G", self.G), ("ema", self.ema), ("opt_g", self.opt_g), ("D", self.D), ("opt_d", self.opt_d)):
+            if module is not None:
+                module.load_state_dict(state[name])
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run keeps its checkpoint, and the digest of everything it depends on (see `fingerprint`)."""
+
+    file: Path
+    fingerprint: str
+
+
 @dataclass
 class Fit:
     ema: RRDBNet  # the EMA of G: what later stages use
@@ -85,13 +238,6 @@ class Fit:
     resumed_from: int = 0
     # phase ("warmup", "gan") -> generator loss term -> (raw value, weight), at the phase's first iteration
     balance: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
-
-
-def loss_weights(cfg: config.Train, gan_phase: bool, distiller: Distiller | None, terms: dict) -> dict[str, float]:
-    """The weight of each generator loss term in `terms` within the step's total, as fit composes it."""
-    weights = {"l_pix": cfg.l1_weight if gan_phase else 1.0, "l_percep": cfg.perceptual_weight, "l_g_gan": cfg.gan_weight,
-               "l_distill": distiller.weight if distiller is not None else 0.0}
-    return {k: w for k, w in weights.items() if k in terms}
 
 
 def _rng_states() -> dict:
@@ -107,124 +253,43 @@ def _set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def fit(
-    G: RRDBNet,
-    D: VGGStyleDiscriminator,
-    data: PatchDataset,
-    cfg: config.Train,
-    device: torch.device,
-    perceptual: PerceptualLoss | None = None,
-    distiller: Distiller | None = None,
-    desc: str = "train",
-    state_file: Path | None = None,
-    fingerprint: str = "",
-    precision: str = "fp32",
-    world: World = World(),
-    compile: bool = False,
-) -> Fit:
-    """Train G (and D in the GAN phase) in place; return G's EMA and the logged losses.
+def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resume | None = None) -> Fit:
+    """Train `state` over `data` ((warmup_iters + gan_iters) x batch_size samples); return G's EMA and the logs.
 
-    With `state_file`, everything the run depends on is saved there every cfg.checkpoint_every
-    iterations (atomically), and a later call with the same `fingerprint` continues from it.
-    precision "bf16" on CUDA runs the forward passes under bf16 autocast with channels_last tensors
-    (weights and optimiser state stay fp32, so no loss scaling is needed); the CPU runs fp32.
-    `compile` runs the forward passes of G, D and the distiller (teacher included) through
-    torch.compile (same math, fused kernels; the first iterations pay for compilation).
-    With a `world` of several processes, each takes its slice of every batch, gradients are
-    averaged across them, and only rank 0 writes checkpoints.
-    At the first iteration of each phase every generator loss term is recorded with its weight in
-    `Fit.balance` and printed to stderr, so the balance of Eq. 4's terms can be read off any run.
+    With `resume`, the state is saved to resume.file every cfg.checkpoint_every iterations (atomically),
+    and a later call with the same fingerprint continues from it. At the first iteration of each phase
+    every generator loss term is recorded with its weight in `Fit.balance` and printed to stderr, so the
+    balance of Eq. 4's terms can be read off any run.
     """
-    fast = device.type == "cuda" and precision == "bf16"
-    memory_format = torch.channels_last if fast else torch.contiguous_format
-    G.to(device, memory_format=memory_format).train()
-    D.to(device, memory_format=memory_format).train()
-    if perceptual is not None:
-        perceptual.to(device)
-    g_params = list(G.parameters())
-    if distiller is not None:
-        distiller.to(device)
-        g_params += list(distiller.adapters.parameters())
-    broadcast_parameters([G, D, *([distiller.adapters] if distiller is not None else [])], world)
-    opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
-    # BasicSR's EMA: a copy of G at the start, then ema = decay * ema + (1 - decay) * G after every step,
-    # by torch's foreach EMA kernel. (AveragedModel itself would sync host and device on every update.)
-    ema = copy.deepcopy(G).requires_grad_(False)
-    ema_update, ema_params, live_params = get_ema_multi_avg_fn(cfg.ema_decay), list(ema.parameters()), list(G.parameters())
-    layers = distiller.layers if distiller is not None else []
-    modules = {"G": G, "D": D, "ema": ema, "opt_g": opt_g, "opt_d": opt_d}
-    if distiller is not None:
-        modules["adapters"] = distiller.adapters
-    result = Fit(ema)
-    # Compiled callables share the modules' parameters; the modules themselves (state dicts, EMA) stay plain.
-    g_forward, d_forward, distill_forward = G.forward_features, D, distiller
-    if compile:
-        g_forward, d_forward = torch.compile(G.forward_features), torch.compile(D)
-        distill_forward = torch.compile(distiller) if distiller is not None else None
-
-    if state_file is not None and state_file.is_file():
-        state = torch.load(state_file, map_location=device, weights_only=False)
-        if state["fingerprint"] == fingerprint:
-            for name, module in modules.items():
-                module.load_state_dict(state[name])
-            result.history, result.resumed_from = state["history"], state["iteration"]
-            result.balance = state.get("balance", {})
-            _set_rng_states(state["rng"])
-            print(f"{desc}: resuming at iteration {state['iteration']} from {state_file}", file=sys.stderr)
+    cfg, engine = state.cfg, state.engine
+    world = engine.world
+    result = Fit(state.ema)
+    if resume is not None and resume.file.is_file():
+        saved = torch.load(resume.file, map_location=engine.device, weights_only=False)
+        if saved.get("format") == STATE_FORMAT and saved["fingerprint"] == resume.fingerprint:
+            state.load_state_dict(saved["state"])
+            result.history, result.resumed_from, result.balance = saved["history"], saved["iteration"], saved["balance"]
+            _set_rng_states(saved["rng"])
+            print(f"{desc}: resuming at iteration {saved['iteration']} from {resume.file}", file=sys.stderr)
         else:
-            print(f"{desc}: ignoring {state_file}: it was written with other params or inputs", file=sys.stderr)
+            print(f"{desc}: ignoring {resume.file}: it was written with other params or inputs", file=sys.stderr)
 
     total = cfg.warmup_iters + cfg.gan_iters
-    batches = _batches(data, cfg, device, result.resumed_from, world)
+    batches = _batches(data, cfg, result.resumed_from, engine)
     bar = tqdm(batches, desc=desc, initial=result.resumed_from, total=total, mininterval=2.0, disable=not world.main)
     for it, (lr, hr) in enumerate(bar, start=result.resumed_from + 1):
-        lr = lr.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        hr = hr.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        for group in (*opt_g.param_groups, *opt_d.param_groups):
-            group["lr"] = learning_rate(it, cfg)
+        lr = lr.to(engine.device, non_blocking=True).contiguous(memory_format=engine.memory_format)
+        hr = hr.to(engine.device, non_blocking=True).contiguous(memory_format=engine.memory_format)
+        logs = state.step(it, lr, hr)
+
         gan_phase = it > cfg.warmup_iters
-        logs: dict[str, torch.Tensor] = {}
-
-        # ---- generator step (D frozen) ----
-        D.requires_grad_(False)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-            sr, feats = g_forward(lr, layers)
-            logs["l_pix"] = F.l1_loss(sr, hr)
-            if gan_phase:
-                loss = cfg.l1_weight * logs["l_pix"]
-                if perceptual is not None and cfg.perceptual_weight > 0:
-                    logs["l_percep"] = perceptual(sr, hr)
-                    loss = loss + cfg.perceptual_weight * logs["l_percep"]
-                logs["l_g_gan"] = ragan_loss(d_forward(sr), d_forward(hr).detach())
-                loss = loss + cfg.gan_weight * logs["l_g_gan"]
-            else:
-                loss = logs["l_pix"]
-            if distiller is not None:
-                logs["l_distill"] = distill_forward(lr, sr, feats)
-                loss = loss + distiller.weight * logs["l_distill"]
-        logs["l_g_total"] = loss
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(g_params, world)
-        opt_g.step()
-        ema_update(ema_params, live_params, None)
-
-        # ---- discriminator step ----
-        if gan_phase:
-            D.requires_grad_(True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-                logs["l_d"] = ragan_loss(d_forward(hr), d_forward(sr.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            logs["l_d"].backward()
-            average_gradients(list(D.parameters()), world)
-            opt_d.step()
-
         phase = "gan" if gan_phase else "warmup"
         if it == (cfg.warmup_iters + 1 if gan_phase else 1):
             # Only here, once per phase, does reading the values cost a host-device sync.
-            weights = loss_weights(cfg, gan_phase, distiller, logs)
-            raw = mean_over_ranks(torch.stack([logs[k].detach().float() for k in weights]), world).tolist()
+            weights = state.loss_weights(gan_phase, logs)
+            values = mean_over_ranks(torch.stack([logs[k].detach().float() for k in weights]), world).tolist()
+            # the distiller hands back lambda * L_distill: its raw size is that over lambda
+            raw = [v / weights[k] if k == "l_distill" else v for k, v in zip(weights, values)]
             result.balance[phase] = {k: (r, w) for (k, w), r in zip(weights.items(), raw)}
             if world.main:
                 terms = ", ".join(f"{k} {r:.4g} (x{w:g} = {r * w:.4g})" for k, (r, w) in result.balance[phase].items())
@@ -234,11 +299,11 @@ def fit(
             row = {f"{phase}/{k}": v for k, v in zip(logs, values)} | {"lr": learning_rate(it, cfg)}
             result.history.append((it, row))
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
-        if state_file is not None and world.main and it % cfg.checkpoint_every == 0 and it < total:
-            state = {name: module.state_dict() for name, module in modules.items()}
-            state.update(iteration=it, history=result.history, balance=result.balance, rng=_rng_states(), fingerprint=fingerprint)
-            with atomic_file(state_file) as tmp:
-                torch.save(state, tmp)
+        if resume is not None and world.main and it % cfg.checkpoint_every == 0 and it < total:
+            saved = {"format": STATE_FORMAT, "fingerprint": resume.fingerprint, "state": state.state_dict(), "iteration": it,
+                     "history": result.history, "balance": result.balance, "rng": _rng_states()}
+            with atomic_file(resume.file) as tmp:
+                torch.save(saved, tmp)
     return result
 
 
@@ -254,7 +319,7 @@ def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) ->
             live.next_step()
 
 
-def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, meta: dict, state_file: Path,
+def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, meta: dict, resume: Resume,
                   world: World, extra: dict[str, dict] | None = None) -> None:
     """Rank 0 writes out/ at once (log/, net_g.pth with the EMA, net_d.pth, `extra` files); the checkpoint goes."""
     if world.main:
@@ -264,5 +329,5 @@ def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, 
             save_discriminator(tmp / "net_d.pth", D)
             for name, content in (extra or {}).items():
                 save(tmp / name, **content)
-        state_file.unlink(missing_ok=True)
+        resume.file.unlink(missing_ok=True)
     finish(world)

@@ -33,8 +33,9 @@ import torch
 from tqdm import tqdm
 
 from esrkd.arch import RRDBArgs
-from esrkd.checkpoint import CheckpointError, load_generator
-from esrkd.data import IMAGE_SUFFIXES, DataError, list_images, read_image, write_png
+from esrkd.checkpoint import load_generator
+from esrkd.data import IMAGE_SUFFIXES, list_images, read_image, write_png
+from esrkd.errors import UserError
 from esrkd.evaluate import super_resolve
 from esrkd.export import ARCH_KEY
 from esrkd.outputs import atomic_file
@@ -80,11 +81,11 @@ def _onnx_model(path: Path) -> Model:
     import onnxruntime as ort
 
     if not path.is_file():
-        raise CheckpointError(f"{path}: ONNX file not found; export one with `esrkd export`.")
+        raise UserError(f"{path}: ONNX file not found; export one with `esrkd export`.")
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own types for a damaged or foreign file
-        raise CheckpointError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err}).") from None
+        raise UserError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err}).") from None
     name = session.get_inputs()[0].name
     arch = session.get_modelmeta().custom_metadata_map.get(ARCH_KEY)
 
@@ -127,16 +128,16 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     """(input image, output PNG) pairs: `output` itself for a single image input and a .png output,
     else output/<stem>.png for every image of the inputs (files, or folders read with list_images).
 
-    Refused before anything runs (DataError): a missing input, two inputs with one output name, and
+    Refused before anything runs (UserError): a missing input, two inputs with one output name, and
     an output that is one of the inputs (an output folder may be an input folder if names differ).
     """
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
-        raise DataError(f"no such file or folder: {', '.join(missing)}.")
+        raise UserError(f"no such file or folder: {', '.join(missing)}.")
     suffix = output.suffix.lower()
     if len(inputs) == 1 and inputs[0].is_file() and suffix in IMAGE_SUFFIXES and not output.is_dir():
         if suffix != ".png":
-            raise DataError(f"{output}: esrkd writes PNG images; give the output a .png name or a folder.")
+            raise UserError(f"{output}: esrkd writes PNG images; give the output a .png name or a folder.")
         pairs = [(inputs[0], output)]
     else:
         files = [f for p in inputs for f in (list_images(p) if p.is_dir() else [p])]
@@ -144,11 +145,11 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     targets = [t for _, t in pairs]
     shared = sorted(t.name for t, n in Counter(targets).items() if n > 1)
     if shared:
-        raise DataError(f"several inputs would be written to the same file(s) {shared} in {output}; rename them or upscale them separately.")
+        raise UserError(f"several inputs would be written to the same file(s) {shared} in {output}; rename them or upscale them separately.")
     sources = {src.resolve() for src, _ in pairs}
     clash = [str(t) for t in targets if t.resolve() in sources]
     if clash:
-        raise DataError(f"{clash[0]}: is an input and would be overwritten; choose another output.")
+        raise UserError(f"{clash[0]}: is an input and would be overwritten; choose another output.")
     return pairs
 
 
@@ -156,14 +157,14 @@ def upscale_files(model: Model, pairs: list[tuple[Path, Path]], tile: int = TILE
     """Write every pair's SR image; an input that cannot be used is named on stderr and skipped.
     Returns the skipped inputs."""
     if tile % model.unit or pad % model.unit:
-        raise DataError(f"tile {tile} and pad {pad} must be multiples of {model.unit} for a x{model.args.scale} model.")
+        raise UserError(f"tile {tile} and pad {pad} must be multiples of {model.unit} for a x{model.args.scale} model.")
     failed = []
     for src, dst in tqdm(pairs, desc="upscale", unit="image"):
         try:
             lr = read_image(src)
             if lr.shape[0] % model.unit or lr.shape[1] % model.unit:
-                raise DataError(f"{src}: is {lr.shape[1]}x{lr.shape[0]}; a x{model.args.scale} model needs sides that are multiples of {model.unit}.")
-        except DataError as err:
+                raise UserError(f"{src}: is {lr.shape[1]}x{lr.shape[0]}; a x{model.args.scale} model needs sides that are multiples of {model.unit}.")
+        except UserError as err:
             tqdm.write(f"skipped: {err}", file=sys.stderr)
             failed.append(src)
             continue

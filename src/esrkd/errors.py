@@ -1,0 +1,53 @@
+"""User errors: the one exception type for input a user can fix, the argparse checks of the stage
+scripts and the `esrkd` command, and `run`, which every one of them wraps its main() in.
+
+Kept apart from the commands themselves so that a stage script imports nothing it does not use
+(dvc.yaml lists each stage's imports as its deps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+
+class UserError(ValueError):
+    """Bad input a user can fix: a params file, an image or data folder, a weights file, a download.
+
+    The message is one sentence that names the file or params key and says what to do; `run` prints
+    it as one line on stderr and exits with status 2, without a traceback.
+    """
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's main(); a user error becomes one line on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def prune_ratio(text: str) -> float:
+    """argparse type: a prune ratio in [0, 1)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"prune ratio {value} must be in [0, 1)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be an integer >= 0")
+    return value
