@@ -22,7 +22,7 @@ from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset
 from esrkd.distill import Distiller, student_args
-from esrkd.evaluate import model_name
+from esrkd.checkpoint import model_name
 from esrkd.runtime import setup
 from esrkd.train import Engine, Generator, TrainState, fit
 

@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 from esrkd import config
-from esrkd.checkpoint import load_generator
-from esrkd.cost import flops, latency
+from esrkd.checkpoint import load_generator, model_files, model_name
+from esrkd.cost import generator_flops, latency
 from esrkd.errors import run
-from esrkd.evaluate import evaluate, model_files, model_name
+from esrkd.evaluate import evaluate
 from esrkd.fid import load_inception
 from esrkd.outputs import atomic_dir, write_json
 from esrkd.perceptual_metrics import load_lpips
@@ -36,7 +36,7 @@ def main() -> None:
             name = model_name(meta)
             result = evaluate(net, args.test, p.base.scale, p.crop_border, p.evaluate.y_channel, device,
                               images_dir / name, inception, p.evaluate.fid, p.evaluate.fid_patch_size, lpips)
-            result.update(flops=flops(net, (1, 3, side, side)), flops_input=f"1x3x{side}x{side}")
+            result.update(flops=generator_flops(net, side), flops_input=f"1x3x{side}x{side}")
             write_json(metrics_dir / f"{name}.json", {"model": meta, "weights": str(path), "lpips_status": lpips_status, **result})
             write_json(timings_dir / f"{name}.json", {"model": meta, **latency(net, (1, 3, side, side), device, warmup=1, repeats=p.evaluate.latency_repeats)})
             print(f"{path}: PSNR {result['average']['psnr']:.2f} dB, SSIM {result['average']['ssim']:.4f} (average over sets)")

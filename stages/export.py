@@ -6,9 +6,8 @@ from pathlib import Path
 import torch
 
 from esrkd.arch import count_params
-from esrkd.checkpoint import load_generator
+from esrkd.checkpoint import load_generator, model_files, model_name
 from esrkd.errors import UserError, run
-from esrkd.evaluate import model_files, model_name
 from esrkd.export import export_onnx, onnx_max_abs_diff, params_bytes
 from esrkd.outputs import atomic_dir, write_json
 

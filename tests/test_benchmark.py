@@ -16,7 +16,7 @@ def test_throughput_benchmark_reports_every_path_with_its_loss(tmp_path, tiny_pa
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["device"] == "cpu" and out["blocks"] == 1 and out["batch"] == 2
-    for name in ("teacher", "student-4"):  # esrkd.evaluate.model_name
+    for name in ("teacher", "student-4"):  # esrkd.checkpoint.model_name
         row = out[name]
         assert row["fp32_it_s"] > 0 and row["fast_it_s"] > 0
         assert abs(row["speedup"] - row["fast_it_s"] / row["fp32_it_s"]) <= 0.01

@@ -6,7 +6,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from esrkd.arch import RRDBArgs, RRDBNet, count_params
-from esrkd.cost import flops, latency
+from esrkd.cost import flops, generator_flops, latency
 
 
 def conv3x3_flops(cin: int, cout: int, h: int, w: int) -> int:
@@ -81,3 +81,10 @@ def test_latency_accepts_no_warmup_and_rejects_bad_counts():
         latency(net, (1, 3, 4, 4), warmup=-1)
     with pytest.raises(ValueError, match="repeats"):
         latency(net, (1, 3, 4, 4), repeats=0)
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_generator_flops_scale_exactly_from_a_small_probe(scale):
+    net = RRDBNet(RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4, scale=scale))  # x2 pixel-unshuffles its input by 2
+    for side in (32, 128):
+        assert generator_flops(net, side) == flops(net, (1, 3, side, side))

@@ -18,7 +18,7 @@ from skimage.data import chelsea
 
 from esrkd import imagenet
 from esrkd.errors import UserError
-from esrkd.losses import PERCEPTUAL_STATUS, PerceptualLoss, load_perceptual_loss
+from esrkd.losses import PERCEPTUAL_STATUS, PerceptualLoss, load_perceptual_loss, vgg_features
 
 
 def _no_network(*args, **kwargs):
@@ -50,6 +50,18 @@ def test_file_names_are_torchvisions(hub: Path):
     assert imagenet.weights_file("alexnet") == hub / "alexnet-owt-7be5be79.pth"
     assert imagenet.weights_file("vgg16") == hub / "vgg16-397923af.pth"
     assert imagenet.weights_file("vgg19") == hub / "vgg19-dcbb9e9d.pth"
+    for arch, url in imagenet.IMAGENET_URLS.items():  # written out so that training never imports torchvision
+        assert url == torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
+def test_vgg_features_are_torchvisions_layer_for_layer(arch: str):
+    with torch.device("meta"):
+        ours, theirs = vgg_features(arch, PerceptualLoss.LAYER[arch]), torchvision.models.get_model(arch).features
+    assert [repr(m) for m in ours] == [repr(m) for m in theirs[: len(ours)]]
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in theirs[: len(ours)].state_dict().items()}
+    assert len(ours) == PerceptualLoss.LAYER[arch] + 1 and isinstance(ours[-1], torch.nn.Conv2d)  # before its ReLU
 
 
 def test_hub_checkpoint_follows_torch_home_then_set_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -155,6 +167,11 @@ def test_vgg16_perceptual_loss_is_built_offline(hub: Path):
     assert (hub / "vgg16-397923af.pth").is_file()
     last = loss.features[-1]
     assert len(loss.features) == 29 and isinstance(last, torch.nn.Conv2d) and last.out_channels == 512  # conv5_3, before ReLU
+
+    # the weights are the file's features, as torchvision's vgg16 loads them
+    reference = torchvision.models.vgg16()
+    reference.load_state_dict(torch.load(hub / "vgg16-397923af.pth", weights_only=True))
+    assert all(torch.equal(v, reference.features.state_dict()[k]) for k, v in loss.features.state_dict().items())
 
     hr = _photo()
     assert loss(hr, hr).item() == 0.0

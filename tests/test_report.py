@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from esrkd import config
-from esrkd.evaluate import TEACHER, model_label, model_name
+from esrkd.checkpoint import TEACHER, model_label, model_name
 from esrkd.report import Inputs, findings, findings_md, write_report
 
 from .conftest import ROOT

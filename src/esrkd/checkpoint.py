@@ -81,3 +81,42 @@ def load_discriminator(path: Path) -> VGGStyleDiscriminator:
     net = VGGStyleDiscriminator(DiscArgs(**ckpt["arch_args"]))
     load_state(net, ckpt["params"], path)
     return net
+
+
+def model_files(paths: list[Path]) -> list[Path]:
+    """The generator files named by `paths`: each a net_g.pth, or a folder searched for them."""
+    files = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path}: no such weights file or folder; run the stage that writes it (dvc repro) or fix the path.")
+        found = [path] if path.is_file() else sorted(path.rglob("net_g.pth"))
+        if not found:
+            raise UserError(f"{path}: no net_g.pth there; run the stage that trains it (dvc repro).")
+        files.extend(found)
+    return files
+
+
+def distill_mode(meta: dict) -> str:
+    """How a model learnt from its teacher: features (the paper), output or none (ablations); "" for a teacher."""
+    return meta.get("distill", {}).get("mode", "features") if meta.get("role") == "student" else ""
+
+
+TEACHER = "teacher"  # the name of every teacher: its prune ratio is in its folder, not its name
+
+
+def model_name(meta: dict) -> str:
+    """A model's one name in every file and table: teacher, student-<width>, or student-<width>-<mode> for an
+    ablation. It is the stem of the model's metrics, timings, SR-image and export files."""
+    mode = distill_mode(meta)
+    if not mode:
+        return TEACHER
+    return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
+
+
+def model_label(name: str) -> str:
+    """How the paper writes the model `model_name` calls `name`, for people (tables.md, figures): Teacher,
+    Student_<width>, or Student_<width> (distillation: <mode>) for an ablation."""
+    if name == TEACHER:
+        return "Teacher"
+    _, width, *mode = name.split("-")
+    return f"Student_{width}" + (f" (distillation: {mode[0]})" if mode else "")

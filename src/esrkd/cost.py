@@ -40,6 +40,14 @@ def flops(net: nn.Module, input_shape: tuple[int, ...] = (1, 3, 128, 128)) -> in
     return int(counter.get_total_flops())
 
 
+def generator_flops(net: nn.Module, side: int, probe: int = 4) -> int:
+    """`flops(net, (1, 3, side, side))` of a fully convolutional generator (an RRDBNet), counted on a
+    probe x probe input and scaled: every layer's output is a fixed multiple of the input's pixels, so
+    the count is exactly proportional to them (side and probe multiples of the pixel-unshuffle factor,
+    1 at x4). A 128x128 forward under the counter costs ~0.4 s on a CPU; this costs ~1000x less."""
+    return flops(net, (1, 3, probe, probe)) * side * side // (probe * probe)
+
+
 def latency(
     net: nn.Module,
     input_shape: tuple[int, ...] = (1, 3, 128, 128),

@@ -64,11 +64,19 @@ def package_file(module: str, relative: str) -> Path | None:
     return None
 
 
-def weights_file(arch: str) -> Path:
-    """Where torchvision looks for `arch`'s ImageNet weights (IMAGENET1K_V1, what `pretrained=True` means)."""
-    import torchvision  # here, not at the top: stages that never build a backbone skip its ~1.4 s import
+# torchvision's IMAGENET1K_V1 URLs (what `pretrained=True` means), written out so that a training stage,
+# which needs only a file name, never imports torchvision (~2 s a stage); tests/test_imagenet.py checks
+# them against torchvision's own.
+IMAGENET_URLS = {
+    "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+}
 
-    return hub_checkpoint(torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url)
+
+def weights_file(arch: str) -> Path:
+    """Where torchvision looks for `arch`'s ImageNet weights."""
+    return hub_checkpoint(IMAGENET_URLS[arch])
 
 
 def skeleton(arch: str) -> nn.Module:

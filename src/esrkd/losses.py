@@ -65,6 +65,27 @@ def feature_distillation_loss(adapted: list[torch.Tensor], teacher_feats: list[t
     return total
 
 
+# torchvision's VGG `features`: 3x3 conv (padding 1) + ReLU per number, 2x2 max-pool per "M". Written out so
+# that training never imports torchvision (~2 s a stage); tests/test_imagenet.py checks it against torchvision's.
+VGG_LAYOUT = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+
+def vgg_features(net: PerceptualNet, last: int) -> nn.Sequential:
+    """torchvision's `<net>().features[: last + 1]` (same layers, same state-dict keys), untrained."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in VGG_LAYOUT[net]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = v
+    return nn.Sequential(*layers[: last + 1])
+
+
 class PerceptualLoss(nn.Module):
     """L1 between VGG features (before ReLU) of SR and HR, ImageNet-normalised (ESRGAN: VGG19 conv5_4)."""
 
@@ -73,11 +94,14 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, net: PerceptualNet, weights_file: Path):
         super().__init__()
-        # Filled by assignment into a skeleton: the classifier (~120M parameters), dropped below,
-        # is then never randomly initialised.
-        vgg = imagenet.skeleton(net)
-        vgg.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True), assign=True)
-        self.features = vgg.features[: self.LAYER[net] + 1].eval().requires_grad_(False)
+        # Built on the meta device and filled by assignment: nothing is randomly initialised. mmap: of a
+        # genuine torchvision file (~550 MB) only the compared convs' pages are read, never the classifier.
+        with torch.device("meta"):
+            features = vgg_features(net, self.LAYER[net])
+        state = torch.load(weights_file, map_location="cpu", weights_only=True, mmap=True)
+        wanted = {f"features.{k}": k for k in features.state_dict()}
+        features.load_state_dict({wanted[k]: v for k, v in state.items() if k in wanted}, assign=True)
+        self.features = features.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from esrkd import config, plots
-from esrkd.evaluate import TEACHER, bicubic_baseline, distill_mode, model_label, model_name
+from esrkd.checkpoint import TEACHER, distill_mode, model_label, model_name
+from esrkd.evaluate import bicubic_baseline
 from esrkd.outputs import atomic_file, write_json
 
 @dataclass(frozen=True)
