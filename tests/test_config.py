@@ -75,6 +75,7 @@ def test_out_of_range_is_named(demo_params):
         (lambda d: d["grid"].update(prune=[0.0, 0.3, 0.3, 0.5, 0.5]), "grid.prune: [0.3, 0.5] listed more than once; list each value once"),
         (lambda d: d["grid"].update(width=[16, 32, 16]), "grid.width: [16] listed more than once"),
         (lambda d: d["ablation"].update(width=[16, 16]), "ablation.width: [16] listed more than once"),
+        (lambda d: d["distill"].update(layers=[0, 1, 0]), "distill.layers: [0] listed more than once"),
         (lambda d: d["teacher"].update(patch_size=40), "teacher.patch_size: 40 must be a multiple of 32"),
         (lambda d: d["distill"].update(layers=[0, 5]), "distill.layers: [5] are not RRDB blocks 0..1"),
         (lambda d: d["data"]["test"].update({"../x": ["skimage:coffee"]}), "data.test.../x.[key]"),

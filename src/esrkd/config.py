@@ -137,7 +137,10 @@ class Params(_Block):
     @model_validator(mode="after")
     def _consistent(self) -> Params:
         # A repeated value would name two stages alike (prune@0.3 twice) or train one model twice.
-        for key, values in (("grid.prune", self.grid.prune), ("grid.width", self.grid.width), ("ablation.width", self.ablation.width)):
+        # A repeated distilled layer would count its loss twice.
+        layers = [] if self.distill.layers == "all" else self.distill.layers
+        for key, values in (("grid.prune", self.grid.prune), ("grid.width", self.grid.width), ("ablation.width", self.ablation.width),
+                            ("distill.layers", layers)):
             if dupes := sorted({v for v in values if values.count(v) > 1}):
                 raise ValueError(f"{key}: {dupes} listed more than once; list each value once")
         for r in self.grid.prune:
