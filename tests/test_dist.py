@@ -31,7 +31,7 @@ def test_shard_splits_every_global_batch():
     assert shard(0, 12, 4, World(0, 2)) == [0, 1, 4, 5, 8, 9]
     assert shard(0, 12, 4, World(1, 2)) == [2, 3, 6, 7, 10, 11]
     assert shard(8, 12, 4, World(0, 1)) == [8, 9, 10, 11]
-    with pytest.raises(ValueError, match="batch_size 3 must be divisible by the 2 training processes"):
+    with pytest.raises(UserError, match="batch_size 3 must be divisible by the 2 training processes"):
         shard(0, 6, 3, World(0, 2))
 
 

@@ -89,7 +89,8 @@ def mean_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
 def shard(first_sample: int, last_sample: int, batch: int, world: World) -> list[int]:
     """This rank's sample indices: its `batch / size` slice of every global batch, in order."""
     if batch % world.size:
-        raise ValueError(f"batch_size {batch} must be divisible by the {world.size} training processes (base.nproc x nodes)")
+        raise UserError(f"batch_size {batch} must be divisible by the {world.size} training processes (base.nproc x "
+                        "ESRKD_NNODES); change the batch size in params.yaml or the process count.")
     local = batch // world.size
     return [i + world.rank * local + j for i in range(first_sample, last_sample, batch) for j in range(local)]
 
