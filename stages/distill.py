@@ -8,7 +8,7 @@ from esrkd import config
 from esrkd.arch import RRDBNet
 from esrkd.checkpoint import load_discriminator, load_generator
 from esrkd.dist import init, relaunch
-from esrkd.distill import Distiller, MODES, student_args
+from esrkd.distill import MODES, Distiller, student_args
 from esrkd.errors import positive_int, run
 from esrkd.losses import load_perceptual_loss
 from esrkd.runtime import setup

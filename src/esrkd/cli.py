@@ -1,4 +1,4 @@
-"""The `esrkd` command, and the error handling every stage script shares.
+"""The `esrkd` command (its errors and argument checks are esrkd.errors', shared with the stage scripts).
 
     esrkd check [PARAMS]                      validate a params file (default params.yaml)
     esrkd upscale MODEL INPUT... OUTPUT       super-resolve images and folders of images, tile by tile

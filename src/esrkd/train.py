@@ -156,6 +156,7 @@ class TrainState:
         # torch's foreach EMA kernel (AveragedModel itself would sync host and device on every update)
         self.ema = copy.deepcopy(G.net).requires_grad_(False)
         self._ema_update = get_ema_multi_avg_fn(cfg.ema_decay)
+        self._ema_pairs = list(self.ema.parameters()), list(G.net.parameters())  # built once, not every step
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_g] + ([self.opt_d] if self.opt_d is not None else [])
@@ -192,7 +193,7 @@ class TrainState:
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        self._ema_update(list(self.ema.parameters()), list(self.G.net.parameters()), None)
+        self._ema_update(*self._ema_pairs, None)
 
         # ---- discriminator step ----
         if gan_phase:
