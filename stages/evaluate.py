@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 from esrkd import config
-from esrkd.checkpoint import load_generator, model_files, model_name
+from esrkd.checkpoint import load_generator, model_files, model_name, ratio_folder
 from esrkd.cost import generator_flops, latency
 from esrkd.errors import run
 from esrkd.evaluate import evaluate
-from esrkd.fid import load_inception
+from esrkd.fid import FID, load_inception
 from esrkd.outputs import atomic_dir, write_json
 from esrkd.perceptual_metrics import load_lpips
 from esrkd.runtime import setup
@@ -22,20 +22,24 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="folder for one metrics JSON per model")
     parser.add_argument("--images", type=Path, required=True, help="folder for the SR images: <model>/<set>/<name>.png")
     parser.add_argument("--timings", type=Path, required=True, help="folder for one latency JSON per model (timings vary)")
+    parser.add_argument("--by-ratio", action="store_true",
+                        help="write each model's files under <folder>/<its teacher's prune ratio>/ (the teachers of every ratio in one run)")
     args = parser.parse_args()
     p = config.load()
     device = setup(p.base)
     files = model_files(args.models)
-    inception = load_inception(device)
+    fid_score = FID(load_inception(device), device)
     lpips, lpips_status = load_lpips(device)
     print(f"evaluate: LPIPS {lpips_status}", file=sys.stderr)
     side = p.evaluate.cost_lr_side
-    with atomic_dir(args.metrics) as metrics_dir, atomic_dir(args.images) as images_dir, atomic_dir(args.timings) as timings_dir:
+    with atomic_dir(args.metrics) as metrics_root, atomic_dir(args.images) as images_root, atomic_dir(args.timings) as timings_root:
         for path in files:
             net, meta = load_generator(path)
             name = model_name(meta)
+            sub = ratio_folder(meta) if args.by_ratio else ""
+            metrics_dir, images_dir, timings_dir = (root / sub for root in (metrics_root, images_root, timings_root))
             result = evaluate(net, args.test, p.base.scale, p.crop_border, p.evaluate.y_channel, device,
-                              images_dir / name, inception, p.evaluate.fid, p.evaluate.fid_patch_size, lpips)
+                              images_dir / name, fid_score, p.evaluate.fid, p.evaluate.fid_patch_size, lpips)
             result.update(flops=generator_flops(net, side), flops_input=f"1x3x{side}x{side}")
             write_json(metrics_dir / f"{name}.json", {"model": meta, "weights": str(path), "lpips_status": lpips_status, **result})
             write_json(timings_dir / f"{name}.json", {"model": meta, **latency(net, (1, 3, side, side), device, warmup=1, repeats=p.evaluate.latency_repeats)})

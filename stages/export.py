@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from esrkd.arch import count_params
-from esrkd.checkpoint import load_generator, model_files, model_name
+from esrkd.checkpoint import load_generator, model_files, model_name, ratio_folder
 from esrkd.errors import UserError, run
 from esrkd.export import export_onnx, onnx_max_abs_diff, params_bytes
 from esrkd.outputs import atomic_dir, write_json
@@ -18,15 +18,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=Path, nargs="+", required=True, help="net_g.pth files, or folders holding them")
     parser.add_argument("--out", type=Path, required=True, help="folder for <model>.onnx, <model>.fp16.onnx and sizes.json")
+    parser.add_argument("--by-ratio", action="store_true",
+                        help="write each model's files under <out>/<its teacher's prune ratio>/, each folder with its sizes.json")
     args = parser.parse_args()
     x = torch.rand(CHECK_SHAPE, generator=torch.Generator().manual_seed(0))
-    sizes: dict[str, dict] = {}
-    with atomic_dir(args.out) as out:
+    folders: dict[str, dict[str, dict]] = {}  # subfolder -> model name -> sizes
+    with atomic_dir(args.out) as root:
         for path in model_files(args.models):
             net, meta = load_generator(path)
             name = model_name(meta)
+            sub = ratio_folder(meta) if args.by_ratio else ""
+            sizes, out = folders.setdefault(sub, {}), root / sub
             if name in sizes:
                 raise UserError(f"{path}: a second model named {name} (first: {sizes[name]['weights']}); export them separately.")
+            out.mkdir(parents=True, exist_ok=True)
             onnx32, onnx16 = out / f"{name}.onnx", out / f"{name}.fp16.onnx"
             sizes[name] = {
                 "weights": str(path),
@@ -39,7 +44,8 @@ def main() -> None:
                 "onnx_fp16_max_abs_diff": onnx_max_abs_diff(net, onnx16, x),
             }
             print(f"{path} -> {onnx32.name}: {sizes[name]['onnx_bytes']:,} bytes, fp16 {sizes[name]['onnx_fp16_bytes']:,}")
-        write_json(out / "sizes.json", sizes)
+        for sub, sizes in folders.items():
+            write_json(root / sub / "sizes.json", sizes)
 
 
 if __name__ == "__main__":

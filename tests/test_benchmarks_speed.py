@@ -43,9 +43,9 @@ def test_latency_vs_flops_prints_every_part(tmp_path):
     assert result["c"]["student_4"]["max_abs_diff"] < 1e-4 and result["c"]["student_4"]["ort_ms"] > 0
 
 
-def _bench(monkeypatch):
+def _bench(monkeypatch, name: str = "latency_vs_flops"):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when the script runs: its helpers import
-    spec = importlib.util.spec_from_file_location("latency_vs_flops", ROOT / "benchmarks/latency_vs_flops.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"benchmarks/{name}.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench
@@ -76,3 +76,12 @@ def test_the_tiles_are_those_of_the_project_upscaler(monkeypatch):
     # a pad of 3 is far below the receptive radius: only the same tiles and context give the same image
     assert ours.shape == theirs.shape == (84, 148, 3)
     assert abs(ours.astype(int) - theirs.astype(int)).max() <= 1
+
+
+def test_repro_time_gives_each_stage_kind_the_time_until_the_next_stage_starts(monkeypatch):
+    bench = _bench(monkeypatch, "repro_time")
+    lines = [(0.5, "Running stage 'prepare':"), (0.6, "> python stages/prepare.py --out data/prepared"),
+             (3.0, "Updating lock file 'dvc.lock'"), (3.5, "Running stage 'prune@0.3':"), (5.0, "Running stage 'prune@0.5':"),
+             (7.25, "Running stage 'report':"), (9.0, "Updating lock file 'dvc.lock'")]
+    assert bench.stage_times(lines, 10.0) == {"prepare": 3.0, "prune": 1.5 + 2.25, "report": 2.75}
+    assert bench.stage_times([(1.0, "Data and pipelines are up to date.")], 1.5) == {}

@@ -228,6 +228,17 @@ def test_patches_fid_is_deterministic(inception: torch.nn.Module, one_image_fold
     assert first > 50.0  # 500.63 here
 
 
+def test_a_reference_folder_is_read_once_per_scorer(inception: torch.nn.Module, one_image_folders, monkeypatch) -> None:
+    noise, ramp = one_image_folders
+    expected = fid.fid_between_folders(noise, ramp, model=inception, patch_size=32)
+    scorer, read = fid.FID(inception), []
+    real = fid.patch_activations
+    monkeypatch.setattr(fid, "patch_activations", lambda model, files, *a: read.append(files[0].parent) or real(model, files, *a))
+    assert scorer(noise, ramp, 32) == expected  # the same number as one call on two folders
+    assert abs(scorer(ramp, ramp, 32)) < 1e-3
+    assert read == [noise, ramp, ramp]  # ramp as the reference once, then as the SR side
+
+
 def test_patches_fid_of_images_smaller_than_the_patch_is_a_clear_error(fresh_hub: Path, image_folders) -> None:
     noise, flat = image_folders  # every image is at most 56 pixels on a side
     with pytest.raises(ValueError, match=re.escape(f"{noise}: 0 64x64 crop(s)")):
@@ -252,7 +263,7 @@ def test_evaluate_records_fid_mode_samples_and_why_none(inception: torch.nn.Modu
     net = RRDBNet(RRDBArgs(num_feat=4, num_block=1, num_grow_ch=4))
 
     def run(mode: str) -> dict:
-        return evaluate(net, tmp_path / "test", 4, 4, True, torch.device("cpu"), tmp_path / mode, inception, mode, 64)
+        return evaluate(net, tmp_path / "test", 4, 4, True, torch.device("cpu"), tmp_path / mode, fid.FID(inception), mode, 64)
 
     patches = run("patches")
     assert patches["protocol"]["fid"] == "patches" and patches["protocol"]["fid_patch_size"] == 64

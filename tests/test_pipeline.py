@@ -56,8 +56,7 @@ def repo(tmp_path_factory) -> Path:
 def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     log = _run(repo, "dvc", "repro")
     expected = {"prepare", "teacher", "prune@0.3", "prune@0.5", "distill@0.3-4", "distill@0.5-4",
-                "ablate@0.3-none-4", "ablate@0.3-output-4", "evaluate_teacher@0.3", "evaluate_teacher@0.5",
-                "evaluate@0.3", "evaluate@0.5", "evaluate_ablations", "export@0.3", "export@0.5", "report"}
+                "ablate@0.3-none-4", "ablate@0.3-output-4", "evaluate_teacher", "evaluate", "export", "report"}
     assert set(_ran(log)) == expected and len(_ran(log)) == len(expected)
 
     md = (repo / "reports/tables.md").read_text()
@@ -67,15 +66,14 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     psnr = t2[(t2.metric == "PSNR") & t2.dataset.isin(["tiny", "Average"])].ours
     assert len(psnr) == 4 and ((psnr > 5) & (psnr < 40)).all()  # five iterations of a tiny net: scored, not good
     models = ("teachers/0.3/teacher", "teachers/0.5/teacher", "students/0.3/student-4", "students/0.5/student-4",
-              "ablations/student-4-none",
-              "ablations/student-4-output")
+              "students/0.3/student-4-none", "students/0.3/student-4-output")  # one run each: folders by prune ratio
     for model in models:
         m = json.loads((repo / f"metrics/{model}.json").read_text())
         assert m["sets"]["tiny"]["n_images"] == 1 and m["protocol"]["crop_border"] == 4
         assert (repo / f"results/{model}/tiny/chelsea.png").is_file()
         assert m["sets"]["tiny"]["fid"] is None  # one test image: no FID, said so rather than faked
         assert m["lpips_status"] == "available" and 0.1 < m["sets"]["tiny"]["lpips"] < 2  # AlexNet converted offline; far from HR
-        assert m["flops"] > 0 and m["flops_input"] == "1x3x128x128"
+        assert m["flops"] > 0 and m["flops_input"] == "1x3x64x64"
         assert json.loads((repo / f"timings/{model}.json").read_text())["median_ms"] > 0
     assert len(list((repo / "data/prepared/train/HR").iterdir())) == 49
     pruned = json.loads((repo / "models/pruned/0.5/prune.json").read_text())
@@ -83,6 +81,8 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     sizes = json.loads((repo / "exports/0.3/sizes.json").read_text())
     assert set(sizes) == {"teacher", "student-4"} and sizes["teacher"]["onnx_max_abs_diff"] < 1e-4
     assert (repo / "exports/0.3/student-4.onnx").stat().st_size == sizes["student-4"]["onnx_bytes"]
+    assert sizes["teacher"]["weights"] == "models/pruned/0.3/net_g.pth"  # one export run: each ratio in its folder
+    assert json.loads((repo / "exports/0.5/sizes.json").read_text())["teacher"]["weights"] == "models/pruned/0.5/net_g.pth"
     assert "ONNX fp16 (MB)" in md
     assert not list(repo.rglob(".*.tmp-*"))  # nothing half-written left behind
 
@@ -111,7 +111,7 @@ def test_two_fresh_runs_give_bitwise_equal_weights_and_metrics(repo, tmp_path):
     # the first repo's baseline commit holds its plain `dvc repro` (its workspace has since run an experiment)
     first = _out_hashes(_run(repo, "git", "show", "HEAD:dvc.lock"))
     second = _out_hashes((other / "dvc.lock").read_text())
-    assert "models/teacher" in first and "metrics/students/0.5" in first and "metrics/teachers/0.5" in first and "models/ablations/none-4" in first
+    assert "models/teacher" in first and "metrics/students" in first and "metrics/teachers" in first and "models/ablations/none-4" in first
     assert first == second
 
 
@@ -155,7 +155,6 @@ def test_a_new_test_set_reruns_prepare_evaluation_and_report_not_training(repo):
     params["data"]["test"]["newset"] = ["data/raw/newset"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(_run(repo, "dvc", "repro"))
-    assert sorted(ran) == ["evaluate@0.3", "evaluate@0.5", "evaluate_ablations", "evaluate_teacher@0.3",
-                           "evaluate_teacher@0.5", "prepare", "report"]  # no teacher, prune, distill, ablate, export
+    assert sorted(ran) == ["evaluate", "evaluate_teacher", "prepare", "report"]  # no teacher, prune, distill, ablate, export
     scored = [json.loads(f.read_text())["sets"]["newset"]["n_images"] for f in (repo / "metrics").rglob("*.json")]
     assert scored == [1] * 6  # every model: 2 pruned teachers, 2 students, 2 ablations

@@ -113,6 +113,11 @@ def model_name(meta: dict) -> str:
     return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
 
 
+def ratio_folder(meta: dict) -> str:
+    """The folder named by a model's teacher prune ratio, as dvc.yaml's matrices name theirs: 0.0, 0.3."""
+    return str(float(meta["prune"]))
+
+
 def model_label(name: str) -> str:
     """How the paper writes the model `model_name` calls `name`, for people (tables.md, figures): Teacher,
     Student_<width>, or Student_<width> (distillation: <mode>) for an ablation."""

@@ -8,6 +8,7 @@ Kept apart from the commands themselves so that a stage script imports nothing i
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable
 
@@ -21,12 +22,17 @@ class UserError(ValueError):
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a user error becomes one line on stderr and exit status 2."""
+    """Run a stage's main(); a user error becomes one line on stderr and exit status 2.
+
+    The process ends right after: its objects are frozen so that the interpreter's last garbage
+    collection skips the ~10^6 that torch's imports create (~0.8 s on 2 cores, once per stage).
+    """
     try:
         main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    gc.freeze()
 
 
 def prune_ratio(text: str) -> float:

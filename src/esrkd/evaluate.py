@@ -27,8 +27,7 @@ def set_fid(
     hr_dir: Path,
     mode: Literal["whole", "patches"],
     patch_size: int,
-    device: torch.device,
-    inception: torch.nn.Module,
+    fid_score: fid.FID,
 ) -> tuple[float | None, int, str | None]:
     """(FID, samples that went in, why there is no FID) of one set: over whole images, or over
     patch_size crops in "patches" mode. Too few samples gives no FID and the reason, not an error."""
@@ -37,7 +36,7 @@ def set_fid(
     n = fid.sample_count(fid.image_files(hr_dir), patch)
     if reason := fid.too_few_samples(n, patch):
         return None, n, reason
-    return fid.fid_between_folders(sr_dir, hr_dir, device, model=inception, patch_size=patch), n, None
+    return fid_score(sr_dir, hr_dir, patch), n, None
 
 
 @torch.no_grad()
@@ -55,7 +54,7 @@ def evaluate(
     y_channel: bool,
     device: torch.device,
     image_out: Path,
-    inception: torch.nn.Module,
+    fid_score: fid.FID,
     fid_mode: Literal["whole", "patches"],
     fid_patch_size: int,
     lpips: Scorer | None = None,
@@ -88,7 +87,7 @@ def evaluate(
                 "lpips": lpips(sr, hr, crop_border) if lpips is not None else None,
             }
         fid_value, fid_samples, fid_skipped = set_fid(
-            image_out / name, Path(test_root) / name / "HR", fid_mode, fid_patch_size, device, inception)
+            image_out / name, Path(test_root) / name / "HR", fid_mode, fid_patch_size, fid_score)
         results[name] = {
             "n_images": len(per_image),
             "psnr": float(np.mean([m["psnr"] for m in per_image.values()])),

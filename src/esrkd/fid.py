@@ -251,6 +251,39 @@ def frechet_distance(act1: np.ndarray, act2: np.ndarray) -> float:
     return float(diff @ diff + (c1**2).sum() + (c2**2).sum() - 2 * tr_covmean)
 
 
+class FID:
+    """FID of SR folders against reference (HR) folders with one pytorch-fid InceptionV3, as its CLI
+    computes it (2048-d pool3), over whole images or, with `patch_size`, over their patch_size x
+    patch_size crops (patch_corners). A reference folder's activations are computed once: a stage
+    scores every model against the same HR sets."""
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", num_workers: int = 0):
+        self.model, self.device, self.num_workers = model, device, num_workers
+        self._references: dict[tuple[Path, int | None], np.ndarray] = {}
+
+    def activations(self, folder: Path, patch_size: int | None = None) -> np.ndarray:
+        """(samples, 2048) activations of the folder's images (or their crops); ValueError if under 2 samples."""
+        files = checked_files(folder, patch_size)
+        if patch_size is None:
+            return activations(self.model, files, self.device, self.num_workers)
+        return patch_activations(self.model, files, patch_size, self.device, self.num_workers)
+
+    def __call__(self, sr_dir: Path, hr_dir: Path, patch_size: int | None = None) -> float:
+        sr = self.activations(sr_dir, patch_size)
+        key = (Path(hr_dir).resolve(), patch_size)
+        if key not in self._references:
+            self._references[key] = self.activations(hr_dir, patch_size)
+        return frechet_distance(sr, self._references[key])
+
+
+def checked_files(folder: Path, patch_size: int | None = None) -> list[Path]:
+    """The folder's images (image_files); ValueError when they give FID too few samples."""
+    files = image_files(folder)
+    if reason := too_few_samples(sample_count(files, patch_size), patch_size):
+        raise ValueError(f"FID folder {folder}: {reason}")
+    return files
+
+
 def fid_between_folders(
     sr_dir: Path,
     hr_dir: Path,
@@ -259,16 +292,7 @@ def fid_between_folders(
     model: torch.nn.Module | None = None,
     patch_size: int | None = None,
 ) -> float:
-    """FID between the images of two folders, as pytorch-fid's CLI computes it (2048-d pool3); with
-    `patch_size`, between all their patch_size x patch_size crops (patch_corners) instead."""
-    sr, hr = image_files(sr_dir), image_files(hr_dir)  # checked before anything is built
-    for folder, files in ((sr_dir, sr), (hr_dir, hr)):
-        if reason := too_few_samples(sample_count(files, patch_size), patch_size):
-            raise ValueError(f"FID folder {folder}: {reason}")
-    model = model if model is not None else load_inception(device)
-    if patch_size is None:
-        return frechet_distance(activations(model, sr, device, num_workers), activations(model, hr, device, num_workers))
-    return frechet_distance(
-        patch_activations(model, sr, patch_size, device, num_workers),
-        patch_activations(model, hr, patch_size, device, num_workers),
-    )
+    """FID between the images of two folders (see FID); the network is built only if both folders can give one."""
+    for folder in (sr_dir, hr_dir):
+        checked_files(folder, patch_size)
+    return FID(model if model is not None else load_inception(device), device, num_workers)(sr_dir, hr_dir, patch_size)

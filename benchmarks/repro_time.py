@@ -1,0 +1,83 @@
+"""How long the demo's `dvc repro` takes from clean, for revisions of this repository, on one machine.
+
+Each revision is cloned into a temporary folder (nothing cached: every stage runs) and reproduced with
+this environment's Python and DVC, the clone's own src/ first on PYTHONPATH, one revision after the
+other, each after the CPU has gone quiet (benchmarks/cpu_quiet.py). DVC's output is timestamped as it
+arrives: a stage runs from its "Running stage" line to the next one. Prints the seconds per stage kind
+(prune = every prune@<ratio>) for each revision, the totals and their ratios to the first revision's,
+and how many cores other processes took meanwhile. Machines of one kind differ in speed: compare the
+ratios, not the seconds.
+
+    python benchmarks/repro_time.py BEFORE [OTHER ...]    # git revisions; OTHER defaults to HEAD
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cpu_quiet import timed, wait_quiet  # benchmarks/ is on sys.path when a script in it runs
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNING = re.compile(r"Running stage '([^']+)'")
+
+
+def stage_times(lines: list[tuple[float, str]], end: float) -> dict[str, float]:
+    """Seconds per stage kind (the name before any @) from timestamped `dvc repro` output lines; a stage
+    lasts from its "Running stage" line to the next one's, the last one until `end`."""
+    starts = [(t, m.group(1)) for t, line in lines if (m := RUNNING.search(line))]
+    kinds: dict[str, float] = {}
+    for (t, name), (t_next, _) in zip(starts, [*starts[1:], (end, "")]):
+        kind = name.split("@")[0]
+        kinds[kind] = kinds.get(kind, 0.0) + t_next - t
+    return kinds
+
+
+def timed_repro(repo: Path) -> tuple[float, list[tuple[float, str]]]:
+    """(seconds, timestamped output lines) of `dvc repro` in `repo`, with `repo`'s own code."""
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = [(time.perf_counter() - start, line.rstrip()) for line in proc.stdout]
+    if proc.wait():
+        tail = "\n".join(line for _, line in lines[-20:])
+        raise SystemExit(f"dvc repro failed in {repo} (exit {proc.returncode}):\n{tail}")
+    return time.perf_counter() - start, lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("revs", nargs="+", metavar="REV", help="git revisions; the first is the baseline (one alone: HEAD follows)")
+    parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for a quiet CPU before each run")
+    args = parser.parse_args()
+    revs = args.revs if len(args.revs) > 1 else [*args.revs, "HEAD"]
+    runs = []  # (stage kind -> seconds, total seconds, cores other processes took)
+    with tempfile.TemporaryDirectory(prefix="repro_time_") as tmp:
+        for i, rev in enumerate(revs):
+            repo = Path(tmp) / str(i)
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+            subprocess.run(["git", "-C", str(repo), "checkout", "-q", rev], check=True)
+            if not wait_quiet(0.2, args.wait):
+                print(f"warning: other processes kept the CPU busy; {rev}'s time includes them", file=sys.stderr)
+            _, foreign, (total, lines) = timed(lambda: timed_repro(repo))
+            runs.append((stage_times(lines, total), total, foreign))
+            print(f"{rev}: {total:.1f} s (other processes: {foreign:.2f} cores)", file=sys.stderr)
+    base = runs[0]
+    print(f"{'stage':20s}" + "".join(f" {rev[:12]:>12s} {'ratio':>6s}" for rev in revs))
+    for kind in dict.fromkeys(k for kinds, _, _ in runs for k in kinds):
+        b = base[0].get(kind, 0.0)
+        print(f"{kind:20s}" + "".join(f" {kinds.get(kind, 0.0):12.1f} " + (f"{kinds.get(kind, 0.0) / b:6.2f}" if b else f"{'-':>6s}")
+                                      for kinds, _, _ in runs))
+    print(f"{'total':20s}" + "".join(f" {total:12.1f} {total / base[1]:6.3f}" for _, total, _ in runs))
+    print(f"{'other processes':20s}" + "".join(f" {foreign:11.2f}c {'':6s}" for _, _, foreign in runs))
+
+
+if __name__ == "__main__":
+    main()
