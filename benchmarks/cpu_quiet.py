@@ -25,15 +25,21 @@ def machine_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of the child processes it has waited for (with theirs)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def timed(run: Callable[[], object]) -> tuple[float, float, object]:
     """(wall seconds, cores' worth of CPU that other processes used meanwhile, run's result).
 
     The second number has the resolution of the kernel's tick (10 ms of CPU), so over a short run
     it is coarse; it is 0 where /proc/stat is missing.
     """
-    busy0, own0, start = machine_busy_seconds(), time.process_time(), time.perf_counter()
+    busy0, own0, start = machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
     out = run()
-    wall, own, busy1 = time.perf_counter() - start, time.process_time() - own0, machine_busy_seconds()
+    wall, own, busy1 = time.perf_counter() - start, _own_cpu_seconds() - own0, machine_busy_seconds()
     foreign = 0.0 if busy0 is None or busy1 is None else max(busy1 - busy0 - own, 0.0) / wall
     return wall, foreign, out
 

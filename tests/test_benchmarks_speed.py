@@ -85,3 +85,11 @@ def test_repro_time_gives_each_stage_kind_the_time_until_the_next_stage_starts(m
              (7.25, "Running stage 'report':"), (9.0, "Updating lock file 'dvc.lock'")]
     assert bench.stage_times(lines, 10.0) == {"prepare": 3.0, "prune": 1.5 + 2.25, "report": 2.75}
     assert bench.stage_times([(1.0, "Data and pipelines are up to date.")], 1.5) == {}
+
+
+def test_cpu_quiet_counts_the_child_processes_it_waits_for_as_its_own(monkeypatch):
+    quiet = _bench(monkeypatch, "cpu_quiet")
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    wall, foreign, _ = quiet.timed(lambda: subprocess.run([sys.executable, "-c", burn], check=True))
+    assert wall >= 0.5  # the child kept one core busy all along: none of it counts as another process's
+    assert foreign < 0.6
