@@ -36,7 +36,7 @@ def main() -> None:
         for path in files:
             net, meta = load_generator(path)
             name = model_name(meta)
-            sub = ratio_folder(meta) if args.by_ratio else ""
+            sub = ratio_folder(meta, path) if args.by_ratio else ""
             metrics_dir, images_dir, timings_dir = (root / sub for root in (metrics_root, images_root, timings_root))
             result = evaluate(net, args.test, p.base.scale, p.crop_border, p.evaluate.y_channel, device,
                               images_dir / name, fid_score, p.evaluate.fid, p.evaluate.fid_patch_size, lpips)

@@ -27,7 +27,7 @@ def main() -> None:
         for path in model_files(args.models):
             net, meta = load_generator(path)
             name = model_name(meta)
-            sub = ratio_folder(meta) if args.by_ratio else ""
+            sub = ratio_folder(meta, path) if args.by_ratio else ""
             sizes, out = folders.setdefault(sub, {}), root / sub
             if name in sizes:
                 raise UserError(f"{path}: a second model named {name} (first: {sizes[name]['weights']}); export them separately.")

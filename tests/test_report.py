@@ -1,10 +1,12 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from esrkd import config
-from esrkd.checkpoint import TEACHER, model_label, model_name
+from esrkd.checkpoint import TEACHER, model_label, model_name, ratio_folder
+from esrkd.errors import UserError
 from esrkd.report import Inputs, findings, findings_md, write_report
 
 from .conftest import ROOT
@@ -149,6 +151,13 @@ def test_every_model_has_one_name_in_every_output(tmp_path, demo_params):
 ])
 def test_a_models_label_is_the_papers_spelling_of_its_name(meta, name, label):
     assert model_name(meta) == name and model_label(name) == label
+
+
+def test_models_are_grouped_in_the_folders_dvc_yaml_names_by_ratio():
+    assert ratio_folder({"role": "teacher", "prune": 0.0}, Path("a")) == "0.0"  # as ${item.ratio} renders 0.0
+    assert ratio_folder({"role": "student", "prune": 0.3, "width": 16}, Path("b")) == "0.3"
+    with pytest.raises(UserError, match=r"models/teacher/net_g.pth: holds no prune ratio .* without --by-ratio"):
+        ratio_folder({"role": "teacher", "prune": None}, Path("models/teacher/net_g.pth"))  # the unpruned teacher
 
 
 def _average_rows(ours: dict[tuple[str, float], dict[str, float | None]]) -> pd.DataFrame:

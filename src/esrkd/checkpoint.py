@@ -113,8 +113,11 @@ def model_name(meta: dict) -> str:
     return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
 
 
-def ratio_folder(meta: dict) -> str:
-    """The folder named by a model's teacher prune ratio, as dvc.yaml's matrices name theirs: 0.0, 0.3."""
+def ratio_folder(meta: dict, path: Path) -> str:
+    """The folder named by the prune ratio of the model's teacher (read from `path`), as dvc.yaml's matrices
+    name theirs: 0.0, 0.3."""
+    if meta.get("prune") is None:
+        raise UserError(f"{path}: holds no prune ratio (not written by the prune or distill stage); score or export it without --by-ratio.")
     return str(float(meta["prune"]))
 
 
