@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from esrkd import config
-from esrkd.checkpoint import load_generator, model_files, model_name, ratio_folder
+from esrkd.checkpoint import load_models, model_files
 from esrkd.cost import generator_flops, latency
 from esrkd.errors import run
 from esrkd.evaluate import evaluate
@@ -27,17 +27,14 @@ def main() -> None:
     args = parser.parse_args()
     p = config.load()
     device = setup(p.base)
-    files = model_files(args.models)
+    files = model_files(args.models)  # every path checked before the networks are built
     fid_score = FID(load_inception(device), device)
     lpips, lpips_status = load_lpips(device)
     print(f"evaluate: LPIPS {lpips_status}", file=sys.stderr)
     side = p.evaluate.cost_lr_side
     with atomic_dir(args.metrics) as metrics_root, atomic_dir(args.images) as images_root, atomic_dir(args.timings) as timings_root:
-        for path in files:
-            net, meta = load_generator(path)
-            name = model_name(meta)
-            sub = ratio_folder(meta, path) if args.by_ratio else ""
-            metrics_dir, images_dir, timings_dir = (root / sub for root in (metrics_root, images_root, timings_root))
+        for path, net, meta, name, folder in load_models(files, args.by_ratio):
+            metrics_dir, images_dir, timings_dir = (root / folder for root in (metrics_root, images_root, timings_root))
             result = evaluate(net, args.test, p.base.scale, p.crop_border, p.evaluate.y_channel, device,
                               images_dir / name, fid_score, p.evaluate.fid, p.evaluate.fid_patch_size, lpips)
             result.update(flops=generator_flops(net, side), flops_input=f"1x3x{side}x{side}")

@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 
 from esrkd.arch import count_params
-from esrkd.checkpoint import load_generator, model_files, model_name, ratio_folder
-from esrkd.errors import UserError, run
+from esrkd.checkpoint import load_models, model_files
+from esrkd.errors import run
 from esrkd.export import export_onnx, onnx_max_abs_diff, params_bytes
 from esrkd.outputs import atomic_dir, write_json
 
@@ -24,13 +24,8 @@ def main() -> None:
     x = torch.rand(CHECK_SHAPE, generator=torch.Generator().manual_seed(0))
     folders: dict[str, dict[str, dict]] = {}  # subfolder -> model name -> sizes
     with atomic_dir(args.out) as root:
-        for path in model_files(args.models):
-            net, meta = load_generator(path)
-            name = model_name(meta)
-            sub = ratio_folder(meta, path) if args.by_ratio else ""
-            sizes, out = folders.setdefault(sub, {}), root / sub
-            if name in sizes:
-                raise UserError(f"{path}: a second model named {name} (first: {sizes[name]['weights']}); export them separately.")
+        for path, net, _, name, folder in load_models(model_files(args.models), args.by_ratio):
+            sizes, out = folders.setdefault(folder, {}), root / folder
             out.mkdir(parents=True, exist_ok=True)
             onnx32, onnx16 = out / f"{name}.onnx", out / f"{name}.fp16.onnx"
             sizes[name] = {
@@ -44,8 +39,8 @@ def main() -> None:
                 "onnx_fp16_max_abs_diff": onnx_max_abs_diff(net, onnx16, x),
             }
             print(f"{path} -> {onnx32.name}: {sizes[name]['onnx_bytes']:,} bytes, fp16 {sizes[name]['onnx_fp16_bytes']:,}")
-        for sub, sizes in folders.items():
-            write_json(root / sub / "sizes.json", sizes)
+        for folder, sizes in folders.items():
+            write_json(root / folder / "sizes.json", sizes)
 
 
 if __name__ == "__main__":

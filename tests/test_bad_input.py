@@ -195,6 +195,19 @@ def test_prune_ratio_argument_out_of_range(tmp_path, monkeypatch, capsys):
     assert code == 2 and "prune ratio 1.5 must be in [0, 1)" in capsys.readouterr().err
 
 
+def test_two_models_that_would_write_the_same_files_are_refused_unless_their_ratios_tell_them_apart(tmp_path, monkeypatch, capsys):
+    net = RRDBNet(RRDBArgs(num_feat=8, num_block=1, num_grow_ch=4))
+    for ratio in (0.3, 0.5):  # as models/pruned/<ratio>/: both named "teacher"
+        save_generator(tmp_path / "pruned" / str(ratio) / "net_g.pth", net, None, {"role": "teacher", "prune": ratio})
+    code = _stage(monkeypatch, tmp_path, "export", "--models", "pruned", "--out", "x")
+    _assert_refused(code, capsys.readouterr().err, "pruned/0.5/net_g.pth: a second model named teacher (first: pruned/0.3/net_g.pth)",
+                    "--by-ratio", out=tmp_path / "x")
+    assert _stage(monkeypatch, tmp_path, "export", "--models", "pruned", "--by-ratio", "--out", "x") == 0
+    for ratio in ("0.3", "0.5"):
+        sizes = json.loads((tmp_path / "x" / ratio / "sizes.json").read_text())
+        assert sizes["teacher"]["weights"] == f"pruned/{ratio}/net_g.pth" and (tmp_path / "x" / ratio / "teacher.onnx").is_file()
+
+
 def test_missing_and_incompatible_weights(tmp_path, monkeypatch, capsys, tiny_params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     args = ["--test", "test", "--metrics", "m", "--images", "sr", "--timings", "t"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -119,6 +120,21 @@ def ratio_folder(meta: dict, path: Path) -> str:
     if meta.get("prune") is None:
         raise UserError(f"{path}: holds no prune ratio (not written by the prune or distill stage); score or export it without --by-ratio.")
     return str(float(meta["prune"]))
+
+
+def load_models(files: list[Path], by_ratio: bool = False) -> Iterator[tuple[Path, RRDBNet, dict, str, str]]:
+    """Each generator file (model_files), loaded in turn, as (file, net, meta, model_name, folder): the folder
+    its outputs go to, ratio_folder with `by_ratio`, else "". Two models that would write the same files are refused."""
+    seen: dict[tuple[str, str], Path] = {}
+    for path in files:
+        net, meta = load_generator(path)
+        name = model_name(meta)
+        folder = ratio_folder(meta, path) if by_ratio else ""
+        if (folder, name) in seen:
+            raise UserError(f"{path}: a second model named {name} (first: {seen[folder, name]}); "
+                            "give them separate runs, or --by-ratio if their teachers' prune ratios differ.")
+        seen[folder, name] = path
+        yield path, net, meta, name, folder
 
 
 def model_label(name: str) -> str:
