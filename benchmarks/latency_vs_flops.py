@@ -170,14 +170,15 @@ def part_tile(nets: dict[str, RRDBNet], args: argparse.Namespace, with_ort: bool
     runners = {name: _torch_runner(net, x) for name, net in nets.items()}
     diffs, exporter = {}, None
     if with_ort:
-        tmp = Path(tempfile.mkdtemp(prefix="esrkd_latency_"))
         feed = {"lr": x.numpy()}
-        for name, net in nets.items():
-            exporter = export(net, tmp / f"{name}.onnx")
-            session = ort_session(tmp / f"{name}.onnx", args.threads)
-            with torch.inference_mode():
-                diffs[name] = float(np.abs(session.run(None, feed)[0] - net(x).numpy()).max())
-            runners[f"{name} ort"] = lambda s=session: s.run(None, feed)
+        # A session holds its graph in memory once built, so the ONNX files can go with the folder.
+        with tempfile.TemporaryDirectory(prefix="esrkd_latency_") as folder:
+            for name, net in nets.items():
+                exporter = export(net, Path(folder) / f"{name}.onnx")
+                session = ort_session(Path(folder) / f"{name}.onnx", args.threads)
+                with torch.inference_mode():
+                    diffs[name] = float(np.abs(session.run(None, feed)[0] - net(x).numpy()).max())
+                runners[f"{name} ort"] = lambda s=session: s.run(None, feed)
     times, redone = round_robin(runners, args.warmup, args.repeats, args.busy, args.wait)
     ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     teacher, names = next(iter(nets)), list(nets)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -13,9 +14,9 @@ from esrkd.arch import RRDBArgs, RRDBNet
 from .conftest import ROOT
 
 
-def _run(script: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+def _run(script: str, *args: str, cwd=ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env=env)
 
 
 def test_step_overhead_runs_the_same_math_on_both_sides(tmp_path):
@@ -31,11 +32,13 @@ def test_step_overhead_runs_the_same_math_on_both_sides(tmp_path):
 
 
 def test_latency_vs_flops_prints_every_part(tmp_path):
-    out = tmp_path / "latency.json"
+    out, scratch = tmp_path / "latency.json", tmp_path / "scratch"
+    scratch.mkdir()
     done = _run("latency_vs_flops.py", "--depth", "1", "--teacher-width", "8", "--widths", "4", "--tile", "16",
                 "--frame", "40x24", "--parts", "a", "b", "c", "--repeats", "1", "--warmup", "0", "--threads", "1",
-                "--busy", "99", "--json", str(out))
+                "--busy", "99", "--json", str(out), env={**os.environ, "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr
+    assert list(scratch.glob("esrkd_latency_*")) == []  # the ONNX files of part (c) go with their temporary folder
     result = json.loads(out.read_text())
     assert result["a"]["teacher_8"]["flop_ratio"] == 1.0 and 0 < result["a"]["student_4"]["flop_ratio"] < 1
     assert result["b"]["student_4"]["flop_ratio"] == result["a"]["student_4"]["flop_ratio"]  # FLOPs scale with pixels
