@@ -10,7 +10,7 @@ import torch
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import save_generator
 from esrkd.cli import main
-from esrkd.export import export_onnx, export_torchscript, onnx_max_abs_diff
+from esrkd.export import export_onnx, export_torchscript, onnx_max_abs_diffs
 
 from .conftest import ROOT
 
@@ -33,18 +33,18 @@ def onnx_files(net, tmp_path_factory) -> tuple:
 
 def test_onnx_matches_pytorch_at_two_odd_sizes_through_one_file(net, onnx_files):
     _, path, _, _ = onnx_files
-    first = onnx_max_abs_diff(net, path, torch.rand(1, 3, 13, 21))
-    second = onnx_max_abs_diff(net, path, torch.rand(2, 3, 17, 9))  # another batch, height and width: dynamic axes
+    [first] = onnx_max_abs_diffs(net, [path], torch.rand(1, 3, 13, 21))
+    [second] = onnx_max_abs_diffs(net, [path], torch.rand(2, 3, 17, 9))  # another batch, height and width: dynamic axes
     print(f"ONNX vs PyTorch max abs: 13x21 {first:.2e}, 2 x 17x9 {second:.2e}")
     assert first < ONNX_TOL and second < ONNX_TOL
 
 
 def test_fp16_onnx_is_about_half_the_size_and_close(net, onnx_files):
-    fp32_bytes, _, fp16_bytes, path = onnx_files
-    diff = onnx_max_abs_diff(net, path, torch.rand(1, 3, 13, 21))
+    fp32_bytes, path32, fp16_bytes, path = onnx_files
+    diff32, diff = onnx_max_abs_diffs(net, [path32, path], torch.rand(1, 3, 13, 21))
     print(f"fp16 ONNX: {fp16_bytes / fp32_bytes:.3f} of fp32's {fp32_bytes} bytes, max abs {diff:.2e}")
     assert 0.45 < fp16_bytes / fp32_bytes < 0.6  # above 0.5 by the graph and the casts
-    assert diff < FP16_TOL
+    assert diff < FP16_TOL and diff32 < diff / 10  # one PyTorch output, each file its own difference (fp16 rounds more)
 
 
 def test_torchscript_matches_exactly(net, tmp_path):

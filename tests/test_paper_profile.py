@@ -34,10 +34,10 @@ def test_paper_profile_trains_a_23_block_teacher_and_a_student(tmp_path):
     _stage(tmp_path, "teacher", "--data", "prepared/train", "--out", "teacher")
     _stage(tmp_path, "prune", "--teacher", "teacher/net_g.pth", "--ratio", "0.3", "--scope", "layer",
            "--data", "prepared/train", "--out", "pruned")
-    _stage(tmp_path, "distill", "--teacher", "pruned/net_g.pth", "--disc", "teacher/net_d.pth",
+    _stage(tmp_path, "distill", "--teacher", "pruned/0.3/net_g.pth", "--disc", "teacher/net_d.pth",
            "--data", "prepared/train", "--width", "32", "--out", "student")
 
-    teacher, _ = load_generator(tmp_path / "pruned/net_g.pth")
+    teacher, _ = load_generator(tmp_path / "pruned/0.3/net_g.pth")
     student, meta = load_generator(tmp_path / "student/net_g.pth")
     assert count_params(teacher)[0] == 16_697_987 and count_params(student)[0] == 9_588_355  # the paper's sizes
     assert meta["role"] == "student" and meta["width"] == 32

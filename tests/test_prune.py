@@ -1,5 +1,8 @@
+import json
+
 import pytest
 import torch
+import yaml
 
 from esrkd import config
 from esrkd.arch import RRDBArgs, RRDBNet, count_params
@@ -99,3 +102,28 @@ def test_finetune_trains_the_survivors_and_keeps_the_zeros(tmp_path, tiny_params
     assert not torch.equal(tuned.conv_body.weight, net_ref.conv_body.weight)  # the survivors trained
     assert stats["zero_weights"] == sum(int(z.sum()) for z in zeros_before.values())
     assert set(tuned.state_dict()) == set(net_ref.state_dict())
+
+
+def test_the_stage_prunes_every_grid_ratio_each_as_if_alone(tmp_path, monkeypatch, capsys, tiny_params):
+    from esrkd.checkpoint import save_generator
+
+    from .test_bad_input import _assert_refused, _stage
+
+    tiny_params["teacher"].update(patch_size=32, batch_size=2)
+    tiny_params["grid"]["prune"] = [0.0, 0.3, 0.5]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    prepare_set(["skimage:astronaut"], 4, tmp_path / "train")
+    save_generator(tmp_path / "t.pth", _net(), None, {"role": "teacher"})
+    common = ["--teacher", "t.pth", "--scope", "layer", "--finetune-iters", "2", "--data", "train"]
+
+    assert _stage(monkeypatch, tmp_path, "prune", *common, "--out", "all") == 0  # the ratios of grid.prune
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["0.0", "0.3", "0.5"]
+    assert _stage(monkeypatch, tmp_path, "prune", *common, "--ratio", "0.5", "--out", "alone") == 0
+    assert [p.name for p in (tmp_path / "alone").iterdir()] == ["0.5"]
+    # The fine-tune draws its patches from the seeded RNG: ratio 0.5 after two others is ratio 0.5 alone.
+    assert (tmp_path / "all/0.5/net_g.pth").read_bytes() == (tmp_path / "alone/0.5/net_g.pth").read_bytes()
+    stats = json.loads((tmp_path / "all/0.3/prune.json").read_text())
+    assert stats["ratio"] == 0.3 and stats["finetune_iters"] == 2 and stats["zero_weights"] > 0
+
+    code = _stage(monkeypatch, tmp_path, "prune", *common, "--ratio", "0.3", "0.3", "--out", "twice")
+    _assert_refused(code, capsys.readouterr().err, "--ratio 0.3 0.3", "listed twice", out=tmp_path / "twice")

@@ -16,7 +16,7 @@ from .test_pipeline import _new_repo, _ran, _run
 
 WIDTHS = (4, 6)
 CELLS = ("distill@", "ablate@")  # the grid's training stages, one DVC stage per cell
-TRAINING = ("teacher", "prune@", *CELLS)
+TRAINING = ("teacher", "prune", *CELLS)
 
 
 def _clone(origin: Path, path: Path) -> Path:

@@ -77,11 +77,12 @@ def params_bytes(net: RRDBNet) -> int:
     return sum(t.numel() * t.element_size() for t in net.state_dict().values())
 
 
-def onnx_max_abs_diff(net: RRDBNet, path: Path, x: torch.Tensor) -> float:
-    """Largest |onnxruntime (CPU) - PyTorch| of the ONNX file at `path` over the output for the float32 batch `x`."""
+def onnx_max_abs_diffs(net: RRDBNet, paths: list[Path], x: torch.Tensor) -> list[float]:
+    """Largest |onnxruntime (CPU) - PyTorch| over the output for the float32 batch `x`, for each ONNX file of
+    `net` in `paths` (PyTorch's output is computed once)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = net.cpu().float().eval()(x).numpy()
-    return float(np.abs(session.run([OUTPUT], {INPUT: x.numpy()})[0] - expected).max())
+    sessions = [ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for path in paths]
+    return [float(np.abs(session.run([OUTPUT], {INPUT: x.numpy()})[0] - expected).max()) for session in sessions]

@@ -55,3 +55,17 @@ def setup(base: config.Base) -> torch.device:
         raise UserError("params.yaml base.device is 'cuda' but no CUDA device is visible; set it to 'auto' or 'cpu'.")
     use_cuda = base.device == "cuda" or (base.device == "auto" and torch.cuda.is_available())
     return _own_gpu() if use_cuda else torch.device("cpu")
+
+
+def rng_states() -> dict:
+    """Every RNG's state (python, numpy, torch, CUDA), for set_rng_states."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

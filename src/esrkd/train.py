@@ -13,13 +13,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import random
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +33,7 @@ from esrkd.dist import World, finish, mean_over_ranks, shard, wrap
 from esrkd.distill import Distiller
 from esrkd.losses import PerceptualLoss, ragan_loss
 from esrkd.outputs import atomic_dir, atomic_file
+from esrkd.runtime import rng_states, set_rng_states
 
 STATE_FORMAT = 2  # of the resume checkpoints; a checkpoint of another format is not resumed
 
@@ -241,19 +240,6 @@ class Fit:
     balance: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
 
-def _rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resume | None = None) -> Fit:
     """Train `state` over `data` ((warmup_iters + gan_iters) x batch_size samples); return G's EMA and the logs.
 
@@ -270,7 +256,7 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
         if saved.get("format") == STATE_FORMAT and saved["fingerprint"] == resume.fingerprint:
             state.load_state_dict(saved["state"])
             result.history, result.resumed_from, result.balance = saved["history"], saved["iteration"], saved["balance"]
-            _set_rng_states(saved["rng"])
+            set_rng_states(saved["rng"])
             print(f"{desc}: resuming at iteration {saved['iteration']} from {resume.file}", file=sys.stderr)
         else:
             print(f"{desc}: ignoring {resume.file}: it was written with other params or inputs", file=sys.stderr)
@@ -302,7 +288,7 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
         if resume is not None and world.main and it % cfg.checkpoint_every == 0 and it < total:
             saved = {"format": STATE_FORMAT, "fingerprint": resume.fingerprint, "state": state.state_dict(), "iteration": it,
-                     "history": result.history, "balance": result.balance, "rng": _rng_states()}
+                     "history": result.history, "balance": result.balance, "rng": rng_states()}
             with atomic_file(resume.file) as tmp:
                 torch.save(saved, tmp)
     return result
