@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 
 from esrkd import config
-from esrkd.checkpoint import load_generator, save_generator
+from esrkd.checkpoint import load_generator, ratio_name, save_generator
 from esrkd.errors import UserError, prune_ratio, run
 from esrkd.outputs import atomic_dir, write_json
 from esrkd.prune import SCOPES, l1_finetune, prune_l1
@@ -32,7 +32,7 @@ def main() -> None:
     teacher, meta = load_generator(args.teacher)  # loaded once, copied for each ratio
     start = rng_states()
     for ratio in ratios:
-        out = args.out / str(ratio)  # 0.0, 0.3: as dvc.yaml's matrices and checkpoint.ratio_folder name it
+        out = args.out / ratio_name(ratio)
         set_rng_states(start)  # each ratio as if pruned alone: the same weights whatever the other ratios
         finetune = None
         if args.finetune_iters > 0:

@@ -114,12 +114,16 @@ def model_name(meta: dict) -> str:
     return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
 
 
+def ratio_name(ratio: float) -> str:
+    """The folder name of a prune ratio, as dvc.yaml's matrices render ${item.ratio}: 0.0, 0.3."""
+    return str(float(ratio))
+
+
 def ratio_folder(meta: dict, path: Path) -> str:
-    """The folder named by the prune ratio of the model's teacher (read from `path`), as dvc.yaml's matrices
-    name theirs: 0.0, 0.3."""
+    """ratio_name of the prune ratio of the model's teacher (read from `path`)."""
     if meta.get("prune") is None:
         raise UserError(f"{path}: holds no prune ratio (not written by the prune or distill stage); score or export it without --by-ratio.")
-    return str(float(meta["prune"]))
+    return ratio_name(meta["prune"])
 
 
 def load_models(files: list[Path], by_ratio: bool = False) -> Iterator[tuple[Path, RRDBNet, dict, str, str]]:
