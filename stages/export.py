@@ -8,7 +8,7 @@ import torch
 from esrkd.arch import count_params
 from esrkd.checkpoint import load_models, model_files
 from esrkd.errors import run
-from esrkd.export import export_onnx, onnx_max_abs_diffs, params_bytes
+from esrkd.export import onnx_max_abs_diffs, onnx_model, params_bytes, save_onnx
 from esrkd.outputs import atomic_dir, write_json
 
 CHECK_SHAPE = (1, 3, 24, 32)  # a fixed LR batch every export is checked against PyTorch on
@@ -28,13 +28,14 @@ def main() -> None:
             sizes, out = folders.setdefault(folder, {}), root / folder
             out.mkdir(parents=True, exist_ok=True)
             onnx32, onnx16 = out / f"{name}.onnx", out / f"{name}.fp16.onnx"
+            model = onnx_model(net)  # traced once for both files
             sizes[name] = {
                 "weights": str(path),
                 "params": count_params(net)[0],
                 "params_bytes": params_bytes(net),
                 "pth_bytes": path.stat().st_size,
-                "onnx_bytes": export_onnx(net, onnx32),
-                "onnx_fp16_bytes": export_onnx(net, onnx16, fp16=True),
+                "onnx_bytes": save_onnx(model, onnx32),
+                "onnx_fp16_bytes": save_onnx(model, onnx16, fp16=True),
             }
             sizes[name]["onnx_max_abs_diff"], sizes[name]["onnx_fp16_max_abs_diff"] = onnx_max_abs_diffs(net, [onnx32, onnx16], x)
             print(f"{path} -> {onnx32.name}: {sizes[name]['onnx_bytes']:,} bytes, fp16 {sizes[name]['onnx_fp16_bytes']:,}")

@@ -10,7 +10,7 @@ import torch
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import save_generator
 from esrkd.cli import main
-from esrkd.export import export_onnx, export_torchscript, onnx_max_abs_diffs
+from esrkd.export import export_onnx, export_torchscript, onnx_max_abs_diffs, onnx_model, save_onnx
 
 from .conftest import ROOT
 
@@ -45,6 +45,16 @@ def test_fp16_onnx_is_about_half_the_size_and_close(net, onnx_files):
     print(f"fp16 ONNX: {fp16_bytes / fp32_bytes:.3f} of fp32's {fp32_bytes} bytes, max abs {diff:.2e}")
     assert 0.45 < fp16_bytes / fp32_bytes < 0.6  # above 0.5 by the graph and the casts
     assert diff < FP16_TOL and diff32 < diff / 10  # one PyTorch output, each file its own difference (fp16 rounds more)
+
+
+def test_one_trace_gives_both_files_as_two_exports_do(net, onnx_files, tmp_path):
+    """The export stage traces each model once: its fp16 file must not change the traced model it came from."""
+    _, path32, _, path16 = onnx_files
+    model = onnx_model(net)
+    assert save_onnx(model, tmp_path / "g.fp16.onnx", fp16=True) == path16.stat().st_size
+    assert save_onnx(model, tmp_path / "g.onnx") == path32.stat().st_size
+    assert (tmp_path / "g.onnx").read_bytes() == path32.read_bytes()
+    assert (tmp_path / "g.fp16.onnx").read_bytes() == path16.read_bytes()
 
 
 def test_torchscript_matches_exactly(net, tmp_path):

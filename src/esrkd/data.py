@@ -66,7 +66,8 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    Image.fromarray(image).save(path, format="PNG")
+    # zlib level 3, as BasicSR's extract_subimages writes: 2.5x faster than PIL's default 6, ~10% larger
+    Image.fromarray(image).save(path, format="PNG", compress_level=3)
 
 
 def _skimage_image(name: str) -> np.ndarray:

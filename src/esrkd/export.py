@@ -8,6 +8,8 @@ onnxruntime build (CPU kernels included); only the weights are rounded.
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 import warnings
 from pathlib import Path
@@ -30,21 +32,33 @@ def _example(net: RRDBNet) -> torch.Tensor:
     return torch.rand(1, net.args.num_in_ch, 16, 16)
 
 
-def export_onnx(net: RRDBNet, path: Path, fp16: bool = False) -> int:
-    """Write `net` (moved to the CPU, eval mode) as ONNX: input "lr", output "sr", float32 NCHW, any
-    batch, height and width. Returns the file's bytes."""
+def onnx_model(net: RRDBNet) -> onnx.ModelProto:
+    """`net` (moved to the CPU, eval mode) traced to ONNX in memory: input "lr", output "sr", float32 NCHW,
+    any batch, height and width; its architecture in the metadata."""
     net = net.cpu().float().eval()
     dynamic = {INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch", 2: "sr_height", 3: "sr_width"}}
+    buffer = io.BytesIO()
+    torch.onnx.export(net, (_example(net),), buffer, dynamo=False, opset_version=OPSET,
+                      input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=dynamic)
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(model, {ARCH_KEY: json.dumps(net.args.asdict())})
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, fp16: bool = False) -> int:
+    """Write an `onnx_model` (its fp16 variant with `fp16`, leaving `model` as it is), checked; returns the file's bytes."""
+    if fp16:
+        model = copy.deepcopy(model)
+        _fp16_initializers(model.graph)
+    onnx.checker.check_model(model)
     with atomic_file(path) as tmp:
-        torch.onnx.export(net, (_example(net),), str(tmp), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=dynamic)
-        model = onnx.load(str(tmp))
-        if fp16:
-            _fp16_initializers(model.graph)
-        onnx.helper.set_model_props(model, {ARCH_KEY: json.dumps(net.args.asdict())})
-        onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
     return Path(path).stat().st_size
+
+
+def export_onnx(net: RRDBNet, path: Path, fp16: bool = False) -> int:
+    """save_onnx(onnx_model(net), path, fp16): one file; trace once with onnx_model for both variants."""
+    return save_onnx(onnx_model(net), path, fp16)
 
 
 def _fp16_initializers(graph: onnx.GraphProto) -> None:
