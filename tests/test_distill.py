@@ -90,7 +90,7 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
     assert "warmup/l_distill" in result.history[0][1] and "gan/l_d" in result.history[2][1]
     write_history(tmp_path / "log", result.history)
     logged = np.loadtxt(tmp_path / "log/plots/metrics/gan/l_distill.tsv", skiprows=1)
-    assert logged[:, 0].tolist() == [3, 4]  # dvclive step = iteration; GAN phase from iteration 3
+    assert logged[:, 0].tolist() == [3, 4]  # step = iteration; GAN phase from iteration 3
     assert logged[:, 1].tolist() == pytest.approx([row["gan/l_distill"] for _, row in result.history[2:]])
 
 
@@ -148,3 +148,20 @@ def test_ema_starts_from_g_and_averages_every_step_as_basicsr(demo_params):
     assert not torch.equal(before["conv_first.weight"], after["conv_first.weight"])
     for k in before:
         assert torch.allclose(ema[k], 0.5 * before[k] + 0.5 * after[k], atol=1e-7), k
+
+
+def test_history_is_written_in_dvclives_layout(tmp_path):
+    # the files dvclive's Live wrote before (byte for byte, checked on the demo's logs): one TSV per loss, last values
+    history = [(10, {"warmup/l_pix": 0.5, "lr": 0.0002}), (20, {"gan/l_pix": 0.25, "gan/l_d": 0.75, "lr": 0.0001})]
+    write_history(tmp_path / "log", history)
+    metrics = tmp_path / "log/plots/metrics"
+    assert sorted(str(p.relative_to(metrics)) for p in metrics.rglob("*.tsv")) == [
+        "gan/l_d.tsv", "gan/l_pix.tsv", "lr.tsv", "warmup/l_pix.tsv"]
+    assert (metrics / "warmup/l_pix.tsv").read_text() == "step\tl_pix\n10\t0.5\n"
+    assert (metrics / "lr.tsv").read_text() == "step\tlr\n10\t0.0002\n20\t0.0001\n"
+    assert (metrics / "gan/l_d.tsv").read_text() == "step\tl_d\n20\t0.75\n"
+    assert (tmp_path / "log/metrics.json").read_text() == (
+        '{\n    "warmup": {\n        "l_pix": 0.5\n    },\n    "lr": 0.0001,\n    "step": 20,\n'
+        '    "gan": {\n        "l_pix": 0.25,\n        "l_d": 0.75\n    }\n}\n')
+    write_history(tmp_path / "empty", [])  # 0 iterations (a teacher taken as it is)
+    assert (tmp_path / "empty/metrics.json").read_text() == "{}\n"
