@@ -1,14 +1,16 @@
 """How long the demo's `dvc repro` takes from clean, for revisions of this repository, on one machine.
 
-Each revision is cloned into a temporary folder (nothing cached: every stage runs) and reproduced with
-this environment's Python and DVC, the clone's own src/ first on PYTHONPATH, one revision after the
+Each run clones a revision into a temporary folder (nothing cached: every stage runs) and reproduces it
+with this environment's Python and DVC, the clone's own src/ first on PYTHONPATH, one run after the
 other, each after the CPU has gone quiet (benchmarks/cpu_quiet.py). DVC's output is timestamped as it
-arrives: a stage runs from its "Running stage" line to the next one. Prints the seconds per stage kind
-(prune = every prune@<ratio>) for each revision, the totals and their ratios to the first revision's,
-and how many cores other processes took meanwhile. Machines of one kind differ in speed: compare the
-ratios, not the seconds.
+arrives: a stage runs from its "Running stage" line to the next one. Prints the mean seconds per stage
+kind (prune = every prune@<ratio>) for each revision, the mean totals and their ratios to the first
+revision's, and how many cores other processes took meanwhile. Machines of one kind differ in speed:
+compare the ratios, not the seconds. A machine's speed also drifts over minutes (here by up to ±8%), so
+`--rounds N` runs the revisions N times in alternating order (A B, B A, ...), which cancels a steady
+drift, and prints each round's ratios too.
 
-    python benchmarks/repro_time.py BEFORE [OTHER ...]    # git revisions; OTHER defaults to HEAD
+    python benchmarks/repro_time.py BEFORE [OTHER ...] [--rounds N]    # git revisions; OTHER defaults to HEAD
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,27 +59,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("revs", nargs="+", metavar="REV", help="git revisions; the first is the baseline (one alone: HEAD follows)")
     parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for a quiet CPU before each run")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every revision, in alternating order")
     args = parser.parse_args()
     revs = args.revs if len(args.revs) > 1 else [*args.revs, "HEAD"]
-    runs = []  # (stage kind -> seconds, total seconds, cores other processes took)
+    runs: dict[str, list] = {rev: [] for rev in revs}  # rev -> (stage kind -> seconds, total seconds, cores others took)
     with tempfile.TemporaryDirectory(prefix="repro_time_") as tmp:
-        for i, rev in enumerate(revs):
-            repo = Path(tmp) / str(i)
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-            subprocess.run(["git", "-C", str(repo), "checkout", "-q", rev], check=True)
-            if not wait_quiet(0.2, args.wait):
-                print(f"warning: other processes kept the CPU busy; {rev}'s time includes them", file=sys.stderr)
-            _, foreign, (total, lines) = timed(lambda: timed_repro(repo))
-            runs.append((stage_times(lines, total), total, foreign))
-            print(f"{rev}: {total:.1f} s (other processes: {foreign:.2f} cores)", file=sys.stderr)
-    base = runs[0]
+        for r in range(args.rounds):
+            for rev in revs if r % 2 == 0 else revs[::-1]:
+                repo = Path(tmp) / f"{r}-{revs.index(rev)}"
+                subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+                subprocess.run(["git", "-C", str(repo), "checkout", "-q", rev], check=True)
+                if not wait_quiet(0.2, args.wait):
+                    print(f"warning: other processes kept the CPU busy; {rev}'s time includes them", file=sys.stderr)
+                _, foreign, (total, lines) = timed(lambda: timed_repro(repo))
+                runs[rev].append((stage_times(lines, total), total, foreign))
+                print(f"round {r + 1}, {rev}: {total:.1f} s (other processes: {foreign:.2f} cores)", file=sys.stderr)
+                shutil.rmtree(repo)
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    table = {rev: ({k: mean([kinds.get(k, 0.0) for kinds, _, _ in rs]) for kinds, _, _ in rs for k in kinds},
+                   mean([t for _, t, _ in rs]), max(f for _, _, f in rs)) for rev, rs in runs.items()}
+    base = table[revs[0]]
     print(f"{'stage':20s}" + "".join(f" {rev[:12]:>12s} {'ratio':>6s}" for rev in revs))
-    for kind in dict.fromkeys(k for kinds, _, _ in runs for k in kinds):
+    for kind in dict.fromkeys(k for kinds, _, _ in table.values() for k in kinds):
         b = base[0].get(kind, 0.0)
         print(f"{kind:20s}" + "".join(f" {kinds.get(kind, 0.0):12.1f} " + (f"{kinds.get(kind, 0.0) / b:6.2f}" if b else f"{'-':>6s}")
-                                      for kinds, _, _ in runs))
-    print(f"{'total':20s}" + "".join(f" {total:12.1f} {total / base[1]:6.3f}" for _, total, _ in runs))
-    print(f"{'other processes':20s}" + "".join(f" {foreign:11.2f}c {'':6s}" for _, _, foreign in runs))
+                                      for kinds, _, _ in table.values()))
+    print(f"{'total':20s}" + "".join(f" {total:12.1f} {total / base[1]:6.3f}" for _, total, _ in table.values()))
+    if args.rounds > 1:
+        for r in range(args.rounds):
+            print(f"{f'round {r + 1}':20s}" + "".join(f" {runs[rev][r][1]:12.1f} {runs[rev][r][1] / runs[revs[0]][r][1]:6.3f}"
+                                                      for rev in revs))
+    print(f"{'other processes':20s}" + "".join(f" {foreign:11.2f}c {'':6s}" for _, _, foreign in table.values()))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
-from esrkd.dist import init, relaunch
+from esrkd.dist import finish, init, relaunch
 from esrkd.errors import run
 from esrkd.losses import load_perceptual_loss
 from esrkd.runtime import setup
@@ -39,6 +39,7 @@ def main() -> None:
             "teacher_iters": {"warmup": p.teacher.warmup_iters, "gan": p.teacher.gan_iters},
             "perceptual": status}
     write_outputs(args.out, result, G, D, meta, resume, world)
+    finish(world)
 
 
 if __name__ == "__main__":

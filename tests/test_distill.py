@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.distill import Distiller, student_args
@@ -165,3 +166,53 @@ def test_history_is_written_in_dvclives_layout(tmp_path):
         '    "gan": {\n        "l_pix": 0.25,\n        "l_d": 0.75\n    }\n}\n')
     write_history(tmp_path / "empty", [])  # 0 iterations (a teacher taken as it is)
     assert (tmp_path / "empty/metrics.json").read_text() == "{}\n"
+
+
+def test_the_stage_trains_several_modes_each_as_if_alone_and_resumes_the_done_ones(tmp_path, monkeypatch, capsys, tiny_params):
+    """`--mode none output` (the ablate stage) trains each mode as a run of its own would; after a crash in
+    the second, DVC's re-run (outputs deleted) takes the first from its final checkpoint, untrained again."""
+    import shutil
+
+    import esrkd.train
+    from esrkd.checkpoint import save_discriminator, save_generator
+    from esrkd.data import prepare_set
+
+    from .test_bad_input import _assert_refused, _stage
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    p = config.parse(tiny_params)
+    prepare_set(["skimage:astronaut"], 4, tmp_path / "train")
+    torch.manual_seed(0)
+    save_generator(tmp_path / "t.pth", RRDBNet(p.teacher_arch), None, {"role": "teacher", "prune": 0.3})
+    save_discriminator(tmp_path / "d.pth", VGGStyleDiscriminator(p.disc_arch))
+    common = ["--teacher", "t.pth", "--disc", "d.pth", "--data", "train", "--width", "4"]
+    total = p.distill.warmup_iters + p.distill.gan_iters
+
+    assert _stage(monkeypatch, tmp_path, "distill", *common, "--mode", "output", "--out", "alone") == 0
+    real = esrkd.train.fit
+
+    def crash_in_output(state, data, desc, resume):
+        if desc.endswith("output"):
+            raise RuntimeError("killed")
+        return real(state, data, desc, resume)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(esrkd.train, "fit", crash_in_output)
+        with pytest.raises(RuntimeError, match="killed"):
+            _stage(monkeypatch, tmp_path, "distill", *common, "--mode", "none", "output", "--out", "both/none", "both/output")
+    assert torch.load(tmp_path / "checkpoints/both__none.pt", weights_only=False)["iteration"] == total
+    shutil.rmtree(tmp_path / "both")  # as `dvc repro` does before it runs the stage again
+    capsys.readouterr()
+
+    assert _stage(monkeypatch, tmp_path, "distill", *common, "--mode", "none", "output", "--out", "both/none", "both/output") == 0
+    assert f"distill 4 none: resuming at iteration {total} from checkpoints/both__none.pt" in capsys.readouterr().err
+    assert not list((tmp_path / "checkpoints").iterdir())  # gone once both are written
+    for name in ("net_d.pth", "log/plots/metrics/gan/l_distill.tsv"):
+        assert (tmp_path / "both/output" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()
+    both, alone = (torch.load(tmp_path / f"{d}/net_g.pth", weights_only=True)["params_ema"] for d in ("both/output", "alone"))
+    assert all(torch.equal(both[k], alone[k]) for k in alone)  # the files differ only in the log path they name
+    none_meta = torch.load(tmp_path / "both/none/net_g.pth", weights_only=False)["meta"]
+    assert none_meta["distill"]["mode"] == "none" and none_meta["log"] == "both/none/log"
+
+    code = _stage(monkeypatch, tmp_path, "distill", *common, "--mode", "none", "output", "--out", "one")
+    _assert_refused(code, capsys.readouterr().err, "one --out folder per mode", out=tmp_path / "one")

@@ -127,3 +127,41 @@ def test_the_stage_prunes_every_grid_ratio_each_as_if_alone(tmp_path, monkeypatc
 
     code = _stage(monkeypatch, tmp_path, "prune", *common, "--ratio", "0.3", "0.3", "--out", "twice")
     _assert_refused(code, capsys.readouterr().err, "--ratio 0.3 0.3", "listed twice", out=tmp_path / "twice")
+
+
+def test_a_crash_at_a_later_ratio_keeps_the_fine_tunes_already_done(tmp_path, monkeypatch, capsys, tiny_params):
+    """DVC deletes the stage's whole output before running it again: a ratio fine-tuned before the crash
+    resumes from its final checkpoint (no iteration trained twice) and comes out byte-identical."""
+    import shutil
+
+    import esrkd.prune
+    from esrkd.checkpoint import save_generator
+
+    from .test_bad_input import _stage
+
+    tiny_params["teacher"].update(patch_size=32, batch_size=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    prepare_set(["skimage:astronaut"], 4, tmp_path / "train")
+    save_generator(tmp_path / "t.pth", _net(), None, {"role": "teacher"})
+    common = ["--teacher", "t.pth", "--scope", "layer", "--finetune-iters", "3", "--data", "train"]
+    assert _stage(monkeypatch, tmp_path, "prune", *common, "--ratio", "0.3", "--out", "alone") == 0
+
+    real = esrkd.prune.prune_l1
+
+    def crash_at_half(net, ratio, *args):
+        if ratio == 0.5:
+            raise RuntimeError("killed")
+        return real(net, ratio, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(esrkd.prune, "prune_l1", crash_at_half)
+        with pytest.raises(RuntimeError, match="killed"):
+            _stage(monkeypatch, tmp_path, "prune", *common, "--ratio", "0.3", "0.5", "--out", "all")
+    assert torch.load(tmp_path / "checkpoints/all__0.3.pt", weights_only=False)["iteration"] == 3
+    shutil.rmtree(tmp_path / "all")  # as `dvc repro` does before it runs the stage again
+    capsys.readouterr()
+
+    assert _stage(monkeypatch, tmp_path, "prune", *common, "--ratio", "0.3", "0.5", "--out", "all") == 0
+    assert "prune fine-tune: resuming at iteration 3 from checkpoints/all__0.3.pt" in capsys.readouterr().err
+    assert (tmp_path / "all/0.3/net_g.pth").read_bytes() == (tmp_path / "alone/0.3/net_g.pth").read_bytes()
+    assert not list((tmp_path / "checkpoints").iterdir())  # gone once every ratio is written

@@ -30,7 +30,7 @@ from esrkd import config
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.checkpoint import save, save_discriminator, save_generator
 from esrkd.data import PatchDataset, load_pairs
-from esrkd.dist import World, finish, mean_over_ranks, shard, wrap
+from esrkd.dist import World, mean_over_ranks, shard, wrap
 from esrkd.distill import Distiller
 from esrkd.losses import PerceptualLoss, ragan_loss
 from esrkd.outputs import atomic_dir, atomic_file
@@ -226,10 +226,15 @@ class TrainState:
 
 @dataclass(frozen=True)
 class Resume:
-    """Where a run keeps its checkpoint, and the digest of everything it depends on (see `fingerprint`)."""
+    """Where a run keeps its checkpoint, and the digest of everything it depends on (see `fingerprint`).
+
+    `keep_final`: checkpoint the finished run too, for a stage that makes several runs. DVC deletes a stage's
+    outputs before running it again, so after a crash in a later run the finished ones resume from there
+    instead of training again; the stage deletes the checkpoints once all its outputs are written."""
 
     file: Path
     fingerprint: str
+    keep_final: bool = False
 
 
 @dataclass
@@ -287,7 +292,7 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
             row = {f"{phase}/{k}": v for k, v in zip(logs, values)} | {"lr": learning_rate(it, cfg)}
             result.history.append((it, row))
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
-        if resume is not None and world.main and it % cfg.checkpoint_every == 0 and it < total:
+        if resume is not None and world.main and (it % cfg.checkpoint_every == 0 and it < total or it == total and resume.keep_final):
             saved = {"format": STATE_FORMAT, "fingerprint": resume.fingerprint, "state": state.state_dict(), "iteration": it,
                      "history": result.history, "balance": result.balance, "rng": rng_states()}
             with atomic_file(resume.file) as tmp:
@@ -324,7 +329,8 @@ def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) ->
 
 def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, meta: dict, resume: Resume,
                   world: World, extra: dict[str, dict] | None = None) -> None:
-    """Rank 0 writes out/ at once (log/, net_g.pth with the EMA, net_d.pth, `extra` files); the checkpoint goes."""
+    """Rank 0 writes out/ at once (log/, net_g.pth with the EMA, net_d.pth, `extra` files); the checkpoint goes,
+    unless the stage keeps it until its last run (Resume.keep_final). The stage ends the process group (dist.finish)."""
     if world.main:
         with atomic_dir(out) as tmp:
             write_history(tmp / "log", result.history)
@@ -332,5 +338,5 @@ def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, 
             save_discriminator(tmp / "net_d.pth", D)
             for name, content in (extra or {}).items():
                 save(tmp / name, **content)
-        resume.file.unlink(missing_ok=True)
-    finish(world)
+        if not resume.keep_final:
+            resume.file.unlink(missing_ok=True)
