@@ -91,7 +91,7 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
     assert "warmup/l_distill" in result.history[0][1] and "gan/l_d" in result.history[2][1]
     write_history(tmp_path / "log", result.history)
     logged = np.loadtxt(tmp_path / "log/plots/metrics/gan/l_distill.tsv", skiprows=1)
-    assert logged[:, 0].tolist() == [3, 4]  # step = iteration; GAN phase from iteration 3
+    assert logged[:, 0].tolist() == [3, 4]  # dvclive step = iteration; GAN phase from iteration 3
     assert logged[:, 1].tolist() == pytest.approx([row["gan/l_distill"] for _, row in result.history[2:]])
 
 
@@ -152,7 +152,7 @@ def test_ema_starts_from_g_and_averages_every_step_as_basicsr(demo_params):
 
 
 def test_history_is_written_in_dvclives_layout(tmp_path):
-    # the files dvclive's Live wrote before (byte for byte, checked on the demo's logs): one TSV per loss, last values
+    # the layout dvclive's Live writes, which the report and `dvc plots` read: one TSV per loss, last values
     history = [(10, {"warmup/l_pix": 0.5, "lr": 0.0002}), (20, {"gan/l_pix": 0.25, "gan/l_d": 0.75, "lr": 0.0001})]
     write_history(tmp_path / "log", history)
     metrics = tmp_path / "log/plots/metrics"

@@ -62,7 +62,7 @@ def metric_vs_prune(t1: pd.DataFrame, shown: list, label: str, path: Path) -> No
 
 
 def training_curves(logs: dict[str, tuple[Path, dict]], path: Path) -> None:
-    """The losses of every training stage, from its log (train.write_history); `logs` maps a label to (log, line style)."""
+    """The losses of every training stage, from its dvclive log; `logs` maps a label to (log, line style)."""
     names = ("l_pix", "l_g_total", "l_distill", "l_d")
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):

@@ -11,7 +11,6 @@ bitwise-identical results.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import sys
@@ -301,30 +300,15 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
 
 
 def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) -> None:
-    """The logged losses in dvclive's layout, which `dvc plots` and the report read: plots/metrics/<name>.tsv
-    (step, value) for each name ("gan/l_pix" is gan/l_pix.tsv) and metrics.json with each name's last value
-    and the last step. Written with csv and json, not dvclive's Live: the history is complete when written,
-    and Live opens the DVC repository for experiment tracking (~1 s of every training stage)."""
-    summary: dict = {}
-    points: dict[str, list[tuple[int, float]]] = {}
-    for it, row in history:
-        for name, value in row.items():
-            points.setdefault(name, []).append((it, value))
-            *groups, leaf = name.split("/")
-            node = summary
-            for group in groups:
-                node = node.setdefault(group, {})
-            node[leaf] = value
-        summary["step"] = it
-    for name, rows in points.items():
-        path = log_dir / "plots" / "metrics" / f"{name}.tsv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(["step", name.split("/")[-1]])
-            writer.writerows(rows)
-    log_dir.mkdir(parents=True, exist_ok=True)  # a run of 0 iterations still gets its (empty) metrics.json
-    (log_dir / "metrics.json").write_text(json.dumps(summary, indent=4) + "\n", encoding="utf-8")
+    """The logged losses as dvclive metrics (step = training iteration), for `dvc plots`."""
+    from dvclive import Live  # imported where used: the prune stage imports this module but never logs
+
+    with Live(str(log_dir), dvcyaml=None, save_dvc_exp=False) as live:
+        for it, row in history:
+            live.step = it
+            for name, value in row.items():
+                live.log_metric(name, value)
+            live.next_step()
 
 
 def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, meta: dict, resume: Resume,
