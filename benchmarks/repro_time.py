@@ -55,6 +55,14 @@ def timed_repro(repo: Path) -> tuple[float, list[tuple[float, str]]]:
     return time.perf_counter() - start, lines
 
 
+def _mean_run(runs: list[tuple[dict[str, float], float, float]]) -> tuple[dict[str, float], float, float]:
+    """One revision's runs as one: mean seconds per stage kind, mean total, the most cores others took."""
+    kinds = dict.fromkeys(k for times, _, _ in runs for k in times)
+    n = len(runs)
+    return ({k: sum(times.get(k, 0.0) for times, _, _ in runs) / n for k in kinds},
+            sum(total for _, total, _ in runs) / n, max(foreign for _, _, foreign in runs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("revs", nargs="+", metavar="REV", help="git revisions; the first is the baseline (one alone: HEAD follows)")
@@ -75,9 +83,7 @@ def main() -> None:
                 runs[rev].append((stage_times(lines, total), total, foreign))
                 print(f"round {r + 1}, {rev}: {total:.1f} s (other processes: {foreign:.2f} cores)", file=sys.stderr)
                 shutil.rmtree(repo)
-    mean = lambda values: sum(values) / len(values)  # noqa: E731
-    table = {rev: ({k: mean([kinds.get(k, 0.0) for kinds, _, _ in rs]) for kinds, _, _ in rs for k in kinds},
-                   mean([t for _, t, _ in rs]), max(f for _, _, f in rs)) for rev, rs in runs.items()}
+    table = {rev: _mean_run(rs) for rev, rs in runs.items()}
     base = table[revs[0]]
     print(f"{'stage':20s}" + "".join(f" {rev[:12]:>12s} {'ratio':>6s}" for rev in revs))
     for kind in dict.fromkeys(k for kinds, _, _ in table.values() for k in kinds):

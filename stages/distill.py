@@ -14,7 +14,7 @@ from esrkd.distill import MODES, Distiller, student_args
 from esrkd.errors import UserError, positive_int, run
 from esrkd.losses import load_perceptual_loss
 from esrkd.runtime import rng_states, set_rng_states, setup
-from esrkd.train import Engine, Generator, Resume, TrainState, files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
+from esrkd.train import Engine, Generator, Resume, TrainState, drop_resume_files, files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
 
 
 def main() -> None:
@@ -65,9 +65,8 @@ def main() -> None:
         }
         extra = {"adapters.pth": {"params": G.adapters.state_dict(), "layers": layers}} if layers else None
         write_outputs(out, result, G.net, D_mode, meta, resume, world, extra)
-    if several and world.main:  # every mode written: no run needs its checkpoint any more
-        for out in args.out:
-            resume_file(out).unlink(missing_ok=True)
+    if several and world.main:
+        drop_resume_files(args.out)  # every mode written
     finish(world)
 
 

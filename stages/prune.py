@@ -11,7 +11,7 @@ from esrkd.errors import UserError, prune_ratio, run
 from esrkd.outputs import atomic_dir, write_json
 from esrkd.prune import SCOPES, l1_finetune, prune_l1
 from esrkd.runtime import rng_states, set_rng_states, setup
-from esrkd.train import Resume, files_digest, fingerprint, resume_file
+from esrkd.train import Resume, drop_resume_files, files_digest, fingerprint, resume_file
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
             run_id = fingerprint(p.base, p.teacher, p.pruning, ratio, args.scope, args.finetune_iters,
                                  files_digest(args.teacher, args.data))
             finetune = lambda masked, out=out, run_id=run_id: l1_finetune(  # noqa: E731
-                masked, args.data, args.finetune_iters, p, device, Resume(resume_file(out), run_id, keep_final=True))
+                masked, args.data, args.finetune_iters, p, device, Resume(resume_file(out), run_id, keep_final=len(ratios) > 1))
         net, stats = prune_l1(copy.deepcopy(teacher), ratio, args.scope, p.pruning.keep, finetune)
         stats["finetune_iters"] = args.finetune_iters
         print(f"prune {ratio} ({args.scope}, fine-tune {args.finetune_iters}): {stats['zero_weights']:,} of "
@@ -48,8 +48,7 @@ def main() -> None:
         with atomic_dir(out) as tmp:
             save_generator(tmp / "net_g.pth", net, None, {**meta, "prune": ratio, "prune_stats": stats})
             write_json(tmp / "prune.json", stats)
-    for ratio in ratios:  # every ratio written: no fine-tune needs its checkpoint any more
-        resume_file(args.out / ratio_name(ratio)).unlink(missing_ok=True)
+    drop_resume_files([args.out / ratio_name(ratio) for ratio in ratios])  # every ratio written
 
 
 if __name__ == "__main__":

@@ -67,6 +67,13 @@ def resume_file(out: Path) -> Path:
     return Path("checkpoints") / (Path(out).as_posix().strip("/").replace("/", "__") + ".pt")
 
 
+def drop_resume_files(outs: list[Path]) -> None:
+    """Delete the checkpoints of the runs writing `outs`: a stage of several runs (Resume.keep_final) calls it
+    once every output is written."""
+    for out in outs:
+        resume_file(out).unlink(missing_ok=True)
+
+
 def fingerprint(*parts: object) -> str:
     """A digest of everything a run depends on, so that a checkpoint of another run is never resumed."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -291,7 +298,7 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
             row = {f"{phase}/{k}": v for k, v in zip(logs, values)} | {"lr": learning_rate(it, cfg)}
             result.history.append((it, row))
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
-        if resume is not None and world.main and (it % cfg.checkpoint_every == 0 and it < total or it == total and resume.keep_final):
+        if resume is not None and world.main and ((it % cfg.checkpoint_every == 0 and it < total) or (it == total and resume.keep_final)):
             saved = {"format": STATE_FORMAT, "fingerprint": resume.fingerprint, "state": state.state_dict(), "iteration": it,
                      "history": result.history, "balance": result.balance, "rng": rng_states()}
             with atomic_file(resume.file) as tmp:
