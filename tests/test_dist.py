@@ -108,10 +108,10 @@ def test_two_processes_and_two_nodes_match_one_on_the_same_global_batch(tmp_path
     for other in others:
         for key in one["params"]:
             assert torch.allclose(one["params"][key], other["params"][key], atol=1e-5), key
-    a = np.loadtxt(tmp_path / "one/log/plots/metrics/warmup/l_pix.tsv", skiprows=1)
+    a = np.genfromtxt(tmp_path / "one/log/warmup.tsv", delimiter="\t", names=True)
     for out in ("two", "nodes"):
-        b = np.loadtxt(tmp_path / out / "log/plots/metrics/warmup/l_pix.tsv", skiprows=1)
-        assert a[:, 0].tolist() == b[:, 0].tolist() == [2, 4, 6]
-        assert np.allclose(a[:, 1], b[:, 1], atol=1e-5)  # logged losses are the global batch's
+        b = np.genfromtxt(tmp_path / out / "log/warmup.tsv", delimiter="\t", names=True)
+        assert a["step"].tolist() == b["step"].tolist() == [2, 4, 6]
+        assert np.allclose(a["l_pix"], b["l_pix"], atol=1e-5)  # logged losses are the global batch's
     assert not list((tmp_path / "checkpoints").iterdir())  # rank 0's checkpoint, removed when done
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "nodes", "one", "params.yaml", "train", "two"]  # one writer, no temp dirs

@@ -11,7 +11,7 @@ from esrkd.losses import feature_distillation_loss, ragan_loss
 from esrkd.prune import prune_l1
 from esrkd.data import PatchDataset
 from esrkd.train import Engine, Generator, TrainState, fit, learning_rate, write_history
-from esrkd import config
+from esrkd import config, plots
 
 
 def _teacher():
@@ -90,9 +90,9 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
     assert [it for it, _ in result.history] == [1, 2, 3, 4]
     assert "warmup/l_distill" in result.history[0][1] and "gan/l_d" in result.history[2][1]
     write_history(tmp_path / "log", result.history)
-    logged = np.loadtxt(tmp_path / "log/plots/metrics/gan/l_distill.tsv", skiprows=1)
-    assert logged[:, 0].tolist() == [3, 4]  # dvclive step = iteration; GAN phase from iteration 3
-    assert logged[:, 1].tolist() == pytest.approx([row["gan/l_distill"] for _, row in result.history[2:]])
+    logged = np.genfromtxt(tmp_path / "log/gan.tsv", delimiter="\t", names=True)
+    assert logged["step"].tolist() == [3, 4]  # step = iteration; GAN phase from iteration 3
+    assert logged["l_distill"].tolist() == pytest.approx([row["gan/l_distill"] for _, row in result.history[2:]])
 
 
 def test_output_only_distillation_uses_the_teachers_sr_and_no_adapters():
@@ -151,21 +151,20 @@ def test_ema_starts_from_g_and_averages_every_step_as_basicsr(demo_params):
         assert torch.allclose(ema[k], 0.5 * before[k] + 0.5 * after[k], atol=1e-7), k
 
 
-def test_history_is_written_in_dvclives_layout(tmp_path):
-    # the layout dvclive's Live writes, which the report and `dvc plots` read: one TSV per loss, last values
-    history = [(10, {"warmup/l_pix": 0.5, "lr": 0.0002}), (20, {"gan/l_pix": 0.25, "gan/l_d": 0.75, "lr": 0.0001})]
+def test_history_is_written_as_one_table_per_phase(tmp_path):
+    # what `dvc plots` (dvc.yaml) and the report's curves read: a row per logged iteration, lr in every table
+    history = [(10, {"warmup/l_pix": 0.5, "lr": 0.0002}), (20, {"warmup/l_pix": 0.375, "lr": 0.0002}),
+               (30, {"gan/l_pix": 0.25, "gan/l_d": 0.75, "lr": 0.0001})]
     write_history(tmp_path / "log", history)
-    metrics = tmp_path / "log/plots/metrics"
-    assert sorted(str(p.relative_to(metrics)) for p in metrics.rglob("*.tsv")) == [
-        "gan/l_d.tsv", "gan/l_pix.tsv", "lr.tsv", "warmup/l_pix.tsv"]
-    assert (metrics / "warmup/l_pix.tsv").read_text() == "step\tl_pix\n10\t0.5\n"
-    assert (metrics / "lr.tsv").read_text() == "step\tlr\n10\t0.0002\n20\t0.0001\n"
-    assert (metrics / "gan/l_d.tsv").read_text() == "step\tl_d\n20\t0.75\n"
-    assert (tmp_path / "log/metrics.json").read_text() == (
-        '{\n    "warmup": {\n        "l_pix": 0.5\n    },\n    "lr": 0.0001,\n    "step": 20,\n'
-        '    "gan": {\n        "l_pix": 0.25,\n        "l_d": 0.75\n    }\n}\n')
+    assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["gan.tsv", "warmup.tsv"]
+    assert (tmp_path / "log/warmup.tsv").read_text() == "step\tl_pix\tlr\n10\t0.5\t0.0002\n20\t0.375\t0.0002\n"
+    assert (tmp_path / "log/gan.tsv").read_text() == "step\tl_pix\tl_d\tlr\n30\t0.25\t0.75\t0.0001\n"
     write_history(tmp_path / "empty", [])  # 0 iterations (a teacher taken as it is)
-    assert (tmp_path / "empty/metrics.json").read_text() == "{}\n"
+    assert not list((tmp_path / "empty").iterdir())
+    # the report's curves join the phases in step order
+    assert plots.loss_curve(tmp_path / "log", "l_pix").values.tolist() == [[10, 0.5], [20, 0.375], [30, 0.25]]
+    assert plots.loss_curve(tmp_path / "log", "l_d").values.tolist() == [[30, 0.75]]
+    assert plots.loss_curve(tmp_path / "empty", "l_pix").empty
 
 
 def test_the_stage_trains_several_modes_each_as_if_alone_and_resumes_the_done_ones(tmp_path, monkeypatch, capsys, tiny_params):
@@ -207,7 +206,7 @@ def test_the_stage_trains_several_modes_each_as_if_alone_and_resumes_the_done_on
     assert _stage(monkeypatch, tmp_path, "distill", *common, "--mode", "none", "output", "--out", "both/none", "both/output") == 0
     assert f"distill 4 none: resuming at iteration {total} from checkpoints/both__none.pt" in capsys.readouterr().err
     assert not list((tmp_path / "checkpoints").iterdir())  # gone once both are written
-    for name in ("net_d.pth", "log/plots/metrics/gan/l_distill.tsv"):
+    for name in ("net_d.pth", "log/warmup.tsv", "log/gan.tsv"):
         assert (tmp_path / "both/output" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()
     both, alone = (torch.load(tmp_path / f"{d}/net_g.pth", weights_only=True)["params_ema"] for d in ("both/output", "alone"))
     assert all(torch.equal(both[k], alone[k]) for k in alone)  # the files differ only in the log path they name

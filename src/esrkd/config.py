@@ -82,7 +82,7 @@ class Train(_Block):
     perceptual_net: Literal["vgg19", "vgg16"]
     gan_weight: float = Field(ge=0)  # relativistic average GAN loss weight
     ema_decay: float = Field(ge=0, lt=1)  # EMA of G's weights; the EMA is what stages hand on
-    log_every: int = Field(gt=0)  # iterations between logged loss values (dvclive)
+    log_every: int = Field(gt=0)  # iterations between logged loss values (log/<phase>.tsv)
     checkpoint_every: int = Field(gt=0)  # iterations between resumable checkpoints (checkpoints/)
 
 

@@ -61,15 +61,20 @@ def metric_vs_prune(t1: pd.DataFrame, shown: list, label: str, path: Path) -> No
     _save(fig, path)
 
 
+def loss_curve(log: Path, name: str) -> pd.DataFrame:
+    """One loss over a whole run (step, name), across the phases of its log/<phase>.tsv tables that log it."""
+    parts = [table[["step", name]] for f in Path(log).glob("*.tsv") if name in (table := pd.read_csv(f, sep="\t"))]
+    return pd.concat(parts).sort_values("step", ignore_index=True) if parts else pd.DataFrame(columns=["step", name])
+
+
 def training_curves(logs: dict[str, tuple[Path, dict]], path: Path) -> None:
-    """The losses of every training stage, from its dvclive log; `logs` maps a label to (log, line style)."""
+    """The losses of every training stage, from its log/<phase>.tsv tables; `logs` maps a label to (log, line style)."""
     names = ("l_pix", "l_g_total", "l_distill", "l_d")
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         for label, (log, style) in logs.items():
-            parts = [pd.read_csv(f, sep="\t") for f in sorted(Path(log).glob(f"plots/metrics/*/{name}.tsv"))]
-            if parts:
-                curve = pd.concat(parts).sort_values("step")
+            curve = loss_curve(log, name)
+            if len(curve):
                 ax.plot(curve.step, curve[name], label=label, **style)
         ax.set_title(name)
         ax.set_xlabel("iteration")

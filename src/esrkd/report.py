@@ -58,7 +58,7 @@ def load_results(metrics_dir: Path, timings_dir: Path | None = None) -> pd.DataF
             "width": int(meta.get("width", 0)),  # 0 for a teacher: it sorts first
             "params_total": m["params_total"],
             "params_nonzero": m["params_nonzero"],
-            "log": meta.get("log"),  # the dvclive log of the training run behind this model
+            "log": meta.get("log"),  # the training log (log/<phase>.tsv) of the run behind this model
             "perceptual": meta.get("perceptual", "unknown"),  # how the VGG loss stood in its training
             "gflops": m["flops"] / 1e9 if "flops" in m else None,
             "prune_scope": meta.get("prune_stats", {}).get("scope"),  # how the teacher behind this model was pruned
@@ -489,7 +489,7 @@ def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_label
         lines.append("![quality vs latency](quality_vs_latency.png)")
     plots.metric_vs_prune(t1, [m for m in shown if t1[t1.metric == m.paper].ours.notna().any()], t1_label, out / "table1.png")
     lines.append("![Table 1 as a plot](table1.png)")
-    # Training curves of every evaluated model, from the dvclive log beside its weights;
+    # Training curves of every evaluated model, from the log beside its weights;
     # colour = the teacher's prune ratio, line style = the student's width, grey = ablations.
     colours = {r: f"C{i}" for i, r in enumerate(sorted(results.teacher_prune.unique()))}
     widths = sorted(results[results.role == "student"].width.unique())

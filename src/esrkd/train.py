@@ -11,6 +11,7 @@ bitwise-identical results.
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import json
 import sys
@@ -307,15 +308,20 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
 
 
 def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) -> None:
-    """The logged losses as dvclive metrics (step = training iteration), for `dvc plots`."""
-    from dvclive import Live  # imported where used: the prune stage imports this module but never logs
-
-    with Live(str(log_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        for it, row in history:
-            live.step = it
-            for name, value in row.items():
-                live.log_metric(name, value)
-            live.next_step()
+    """The logged losses as one table per phase, log/<phase>.tsv: a row per logged iteration with its step,
+    the phase's losses and lr. `dvc plots` (dvc.yaml) and the report's training curves read them; a run of
+    0 iterations leaves log/ empty. Written once the run is done (the history rides in the resume
+    checkpoints), so no live-logging library is needed."""
+    tables: dict[str, list[dict[str, float]]] = {}
+    for it, row in history:
+        phase = next(name.split("/")[0] for name in row if "/" in name)
+        tables.setdefault(phase, []).append({"step": it} | {name.split("/")[-1]: v for name, v in row.items()})
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for phase, rows in tables.items():
+        with (log_dir / f"{phase}.tsv").open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, meta: dict, resume: Resume,
