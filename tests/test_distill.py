@@ -162,9 +162,10 @@ def test_history_is_written_as_one_table_per_phase(tmp_path):
     write_history(tmp_path / "empty", [])  # 0 iterations (a teacher taken as it is)
     assert not list((tmp_path / "empty").iterdir())
     # the report's curves join the phases in step order
-    assert plots.loss_curve(tmp_path / "log", "l_pix").values.tolist() == [[10, 0.5], [20, 0.375], [30, 0.25]]
-    assert plots.loss_curve(tmp_path / "log", "l_d").values.tolist() == [[30, 0.75]]
-    assert plots.loss_curve(tmp_path / "empty", "l_pix").empty
+    log = plots.read_log(tmp_path / "log")
+    assert plots.loss_curve(log, "l_pix").values.tolist() == [[10, 0.5], [20, 0.375], [30, 0.25]]
+    assert plots.loss_curve(log, "l_d").values.tolist() == [[30, 0.75]]
+    assert plots.loss_curve(plots.read_log(tmp_path / "empty"), "l_pix").empty
 
 
 def test_the_stage_trains_several_modes_each_as_if_alone_and_resumes_the_done_ones(tmp_path, monkeypatch, capsys, tiny_params):

@@ -61,19 +61,27 @@ def metric_vs_prune(t1: pd.DataFrame, shown: list, label: str, path: Path) -> No
     _save(fig, path)
 
 
-def loss_curve(log: Path, name: str) -> pd.DataFrame:
-    """One loss over a whole run (step, name), across the phases of its log/<phase>.tsv tables that log it."""
-    parts = [table[["step", name]] for f in Path(log).glob("*.tsv") if name in (table := pd.read_csv(f, sep="\t"))]
-    return pd.concat(parts).sort_values("step", ignore_index=True) if parts else pd.DataFrame(columns=["step", name])
+def read_log(log: Path) -> pd.DataFrame:
+    """A run's log/<phase>.tsv tables as one, in step order; a loss that a phase does not log is NaN there."""
+    tables = [pd.read_csv(f, sep="\t") for f in Path(log).glob("*.tsv")]
+    return pd.concat(tables).sort_values("step", ignore_index=True) if tables else pd.DataFrame(columns=["step"])
+
+
+def loss_curve(log: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One loss over a whole run (step, name): the rows of a `read_log` table that log it."""
+    if name not in log:
+        return pd.DataFrame(columns=["step", name])
+    return log.loc[log[name].notna(), ["step", name]].reset_index(drop=True)
 
 
 def training_curves(logs: dict[str, tuple[Path, dict]], path: Path) -> None:
     """The losses of every training stage, from its log/<phase>.tsv tables; `logs` maps a label to (log, line style)."""
     names = ("l_pix", "l_g_total", "l_distill", "l_d")
+    tables = {label: read_log(log) for label, (log, _) in logs.items()}  # each log read once, for every loss
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for label, (log, style) in logs.items():
-            curve = loss_curve(log, name)
+        for label, (_, style) in logs.items():
+            curve = loss_curve(tables[label], name)
             if len(curve):
                 ax.plot(curve.step, curve[name], label=label, **style)
         ax.set_title(name)
