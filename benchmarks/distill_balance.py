@@ -22,13 +22,12 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from esrkd import config
 from esrkd.arch import DiscArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.checkpoint import load_state
 from esrkd.data import PatchDataset, bicubic_downscale, crop_to_scale, load_sources
-from esrkd.distill import Distiller, student_args
+from esrkd.distill import Distiller, fit_adapters, student_args
 from esrkd.losses import FEATURE_LOSSES, feature_distillation_loss
 from esrkd.runtime import setup
 from esrkd.train import Generator, TrainState, fit
@@ -57,22 +56,6 @@ def _pairs(scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return pairs
 
 
-def fitted_adapters(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> nn.ModuleList:
-    """Per layer, the 1x1 conv (weights and bias) that maps student to teacher features with the least MSE."""
-    adapters = nn.ModuleList()
-    for s, t in zip(student_feats, teacher_feats):
-        x = s.permute(0, 2, 3, 1).reshape(-1, s.shape[1]).double()
-        x = torch.cat([x, x.new_ones(len(x), 1)], 1)  # the bias column
-        y = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).double()
-        w = torch.linalg.lstsq(x, y).solution.float()  # float64: deep student features reach variances of ~100
-        conv = nn.Conv2d(s.shape[1], t.shape[1], 1)
-        with torch.no_grad():
-            conv.weight.copy_(w[:-1].T.reshape(conv.weight.shape))
-            conv.bias.copy_(w[-1])
-        adapters.append(conv)
-    return adapters
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.paper.yaml", help="whose distill block (l1_weight, lr, lambda)")
@@ -88,9 +71,10 @@ def main() -> None:
     start = time.perf_counter()
     teacher = _teacher(args.teacher, p)
     layers = list(range(teacher.args.num_block))
-    cfg = p.distill.model_copy(update={"warmup_iters": args.iters, "gan_iters": 0, "batch_size": args.batch, "patch_size": args.patch,
-                                       "num_workers": 0, "log_every": args.iters, "lr_milestones": []})
     weight = p.distill.distill_weight if args.weight is None else args.weight
+    cfg = p.distill.model_copy(update={"warmup_iters": args.iters, "gan_iters": 0, "batch_size": args.batch, "patch_size": args.patch,
+                                       "num_workers": 0, "log_every": args.iters, "lr_milestones": [], "distill_weight": weight,
+                                       "ramp_iters": 0, "val_every": 0})
     data = PatchDataset(_pairs(p.base.scale), p.base.scale, args.patch, args.iters * args.batch, p.base.seed)
     lr = torch.stack([data[k][0] for k in range(args.batch)])  # iteration 1's batch
 
@@ -98,20 +82,19 @@ def main() -> None:
         torch.manual_seed(p.base.seed)
         return Generator(RRDBNet(student_args(teacher.args, args.width)), layers, teacher.args.num_feat)
 
+    fitted = student()
+    fit_adapters(fitted.adapters, fitted.net, teacher, layers, lr)  # what distill.fit_adapters: true starts from
     with torch.no_grad():
         t_feats = teacher.forward_features(lr, layers)[1]
-        s_feats = student().net.forward_features(lr, layers)[1]  # before any adapter
-        fitted = fitted_adapters(s_feats, t_feats)
-        fitted_feats = [f(s) for f, s in zip(fitted, s_feats)]
+        fitted_feats = fitted(lr)[1]
     rows = []
     for kind in FEATURE_LOSSES:
         G = student()
-        distiller = Distiller(teacher, layers, weight, kind)
+        distiller = Distiller(teacher, layers, kind)
         D = VGGStyleDiscriminator(DiscArgs(num_feat=p.net.d_num_feat, input_size=args.patch))  # idle in the warm-up
         result = fit(TrainState(G, D, cfg, distiller=distiller), data, kind)
         first = {k: raw for k, (raw, _) in result.balance["warmup"].items()}
         last = {k.removeprefix("warmup/"): v for k, v in result.history[-1][1].items()}
-        last["l_distill"] /= weight  # the log holds lambda_distill * L_distill
         with torch.no_grad():
             settled = feature_distillation_loss(fitted_feats, t_feats, kind).item()
         for when, l_pix, l_distill in (("1", first["l_pix"], first["l_distill"]), (str(args.iters), last["l_pix"], last["l_distill"]),

@@ -51,7 +51,7 @@ from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import ragan_loss
-from esrkd.train import Generator, TrainState, fit, learning_rate
+from esrkd.train import Generator, TrainState, distill_weight, fit, learning_rate
 
 from cpu_quiet import timed, wait_quiet  # benchmarks/ is on sys.path when a script in it runs
 
@@ -70,7 +70,7 @@ def _initial_nets(p: config.Params, args: argparse.Namespace) -> Nets:
     layers = list(range(args.blocks))
     G = Generator(RRDBNet(student_args(teacher.args, args.width)), layers, teacher.args.num_feat)
     D = VGGStyleDiscriminator(DiscArgs(num_feat=p.net.d_num_feat, input_size=args.patch))
-    distiller = Distiller(teacher, layers, p.distill.distill_weight, p.distill.feature_loss)
+    distiller = Distiller(teacher, layers, p.distill.feature_loss)
     return Nets(G, D, distiller)
 
 
@@ -110,7 +110,7 @@ def bare_fit(nets: Nets, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: 
             loss = cfg.l1_weight * l_pix + cfg.gan_weight * ragan_loss(D(sr), D(hr).detach())
         else:
             loss = l_pix
-        loss = loss + distiller(lr, sr, feats)  # already lambda_distill * L_distill
+        loss = loss + distill_weight(it, cfg) * distiller(lr, sr, feats)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()

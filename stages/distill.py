@@ -6,15 +6,18 @@ import copy
 import sys
 from pathlib import Path
 
+import torch
+
 from esrkd import config
 from esrkd.arch import RRDBNet
 from esrkd.checkpoint import load_discriminator, load_generator
 from esrkd.dist import finish, init, relaunch
-from esrkd.distill import MODES, Distiller, student_args
+from esrkd.distill import MODES, Distiller, fit_adapters, student_args
 from esrkd.errors import UserError, positive_int, run
 from esrkd.losses import load_perceptual_loss
 from esrkd.runtime import rng_states, set_rng_states, setup
-from esrkd.train import Engine, Generator, Resume, TrainState, drop_resume_files, files_digest, fingerprint, fit, patch_dataset, resume_file, write_outputs
+from esrkd.train import (Engine, Generator, Resume, TrainState, drop_resume_files, files_digest, fingerprint, fit, patch_dataset,
+                         resume_file, validation, write_outputs)
 
 
 def main() -> None:
@@ -25,13 +28,16 @@ def main() -> None:
     parser.add_argument("--width", type=positive_int, required=True, help="the student's feature width")
     parser.add_argument("--mode", choices=MODES, nargs="+", default=["features"],
                         help="features: the paper's Eq. 4; output: L1 to the teacher's SR only; none: no teacher term")
+    parser.add_argument("--val", type=Path, help="prepared validation set, scored every distill.val_every iterations")
     parser.add_argument("--out", type=Path, nargs="+", required=True,
                         help="folder for net_g.pth, net_d.pth, adapters.pth, log/: one per --mode, in its order")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="params.yaml values to override, as `dvc exp run -S` does (a study cell's knobs)")
     args = parser.parse_args()
     if len(args.out) != len(args.mode) or len(set(args.mode)) < len(args.mode):
         raise UserError(f"distill --mode {' '.join(args.mode)} --out {' '.join(map(str, args.out))}: "
                         "give each mode once and one --out folder per mode, in the same order.")
-    p = config.load()
+    p = config.load(assignments=args.set)
     cfg = p.distill
     relaunch(p.base.nproc)  # under torchrun when params ask for several processes
     world, device = init(setup(p.base))
@@ -40,7 +46,8 @@ def main() -> None:
     perceptual, status = load_perceptual_loss(cfg.perceptual_weight, cfg.perceptual_net, "distill.perceptual_weight")
     print(f"distill: perceptual loss {status}", file=sys.stderr)
     data = patch_dataset(args.data, cfg, p)
-    inputs = files_digest(args.teacher, args.disc, args.data)
+    val = validation(args.val, cfg, p)
+    inputs = files_digest(args.teacher, args.disc, args.data, *([args.val] if args.val else []))
     several = len(args.mode) > 1
     start = rng_states()
     for mode, out in zip(args.mode, args.out):
@@ -48,11 +55,13 @@ def main() -> None:
         use_teacher = mode != "none" and cfg.distill_weight > 0
         layers = p.distill_layers if use_teacher and mode == "features" else []
         G = Generator(RRDBNet(student_args(teacher.args, args.width)), layers, teacher.args.num_feat)
-        distiller = Distiller(teacher, layers, cfg.distill_weight, cfg.feature_loss, mode) if use_teacher else None
+        distiller = Distiller(teacher, layers, cfg.feature_loss, mode) if use_teacher else None
+        if cfg.fit_adapters and layers:  # on the run's first batch
+            fit_adapters(G.adapters, G.net, teacher, layers, torch.stack([data[k][0] for k in range(cfg.batch_size)]))
         resume = Resume(resume_file(out), fingerprint(p.base, cfg, args.width, mode, p.distill_layers, status, inputs), several)
         D_mode = copy.deepcopy(D) if several else D
         state = TrainState(G, D_mode, cfg, Engine(device, p.base.precision, p.base.compile, world), perceptual, distiller)
-        result = fit(state, data, f"distill {args.width}" + (f" {mode}" if several else ""), resume)
+        result = fit(state, data, f"distill {args.width}" + (f" {mode}" if several else ""), resume, val)
         meta = {
             **teacher_meta,
             "role": "student",
@@ -60,7 +69,7 @@ def main() -> None:
             "log": str(out / "log"),
             "distill_iters": {"warmup": cfg.warmup_iters, "gan": cfg.gan_iters},
             "distill": {"mode": mode if use_teacher else "none", "weight": cfg.distill_weight, "layers": layers,
-                        "feature_loss": cfg.feature_loss},
+                        "feature_loss": cfg.feature_loss, "ramp_iters": cfg.ramp_iters, "fit_adapters": cfg.fit_adapters},
             "perceptual": status,
         }
         extra = {"adapters.pth": {"params": G.adapters.state_dict(), "layers": layers}} if layers else None

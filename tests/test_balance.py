@@ -69,13 +69,13 @@ class _Pixels(nn.Module):
 
 def _fit(demo_params, resume: Resume | None = None):
     demo_params["distill"].update(warmup_iters=2, gan_iters=2, batch_size=2, log_every=1, checkpoint_every=2,
-                                  l1_weight=0.01, perceptual_weight=0.5, gan_weight=0.005)
+                                  l1_weight=0.01, perceptual_weight=0.5, gan_weight=0.005, distill_weight=3.0)
     cfg = config.parse(demo_params).distill
     torch.manual_seed(0)
     teacher = RRDBNet(RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4))
     G = Generator(RRDBNet(student_args(teacher.args, 4)), [0, 1], teacher.args.num_feat)
     D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
-    distiller = Distiller(teacher, [0, 1], weight=3.0, kind="mse_normalized")
+    distiller = Distiller(teacher, [0, 1], kind="mse_normalized")
     hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=8, seed=0)
     return cfg, fit(TrainState(G, D, cfg, perceptual=_Pixels(), distiller=distiller), data, "distill 4", resume)
@@ -91,9 +91,7 @@ def test_fit_records_every_terms_size_and_weight_at_the_start_of_each_phase(demo
     for phase, it in (("warmup", 1), ("gan", cfg.warmup_iters + 1)):
         terms = result.balance[phase]
         logged = {k: rows[it][f"{phase}/{k}"] for k in terms}
-        assert all(raw == logged[k] for k, (raw, _) in terms.items() if k != "l_distill")  # what the log says
-        raw, w = terms["l_distill"]
-        assert raw * w == pytest.approx(logged["l_distill"], rel=1e-6)  # which logs lambda * L_distill
+        assert all(raw == logged[k] for k, (raw, _) in terms.items())  # what the log says: every term raw
         # the weighted terms add up to the generator's total: the weights are those fit trains with
         assert sum(raw * w for raw, w in terms.values()) == pytest.approx(rows[it][f"{phase}/l_g_total"], rel=1e-6)
     err = capsys.readouterr().err

@@ -61,3 +61,15 @@ def test_download_div2k_with_its_own_lr_images_from_a_local_site(tmp_path, monke
     assert sorted(p.name for p in raw.iterdir()) == ["DIV2K_train_HR", "DIV2K_train_LR_bicubic_X4", "DIV2K_valid_HR",
                                                      "DIV2K_valid_LR_bicubic_X4", "checksums.json"]
     assert set(json.loads((raw / "checksums.json").read_text())) == {p.name for p in site.iterdir()}
+
+
+def test_check_refuses_a_packaged_image_that_does_not_exist(tmp_path, capsys, demo_params):
+    import pytest
+    import yaml
+
+    demo_params["data"]["test"]["pool"] = ["sporco:monarch", "sporco:lena"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(demo_params))
+    with pytest.raises(SystemExit) as stop:
+        main(["check", str(tmp_path / "params.yaml")])
+    assert stop.value.code == 2
+    assert f"{tmp_path / 'params.yaml'}: data.test.pool: data source 'sporco:lena': the sporco package ships no image of that name." in capsys.readouterr().err

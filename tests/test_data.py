@@ -178,3 +178,25 @@ def test_missing_and_empty_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         prepare_set([str(tmp_path / "empty")], 4, tmp_path / "out2")
+
+
+def test_photos_other_packages_ship_are_sources_by_name():
+    from esrkd.data import load_sources
+
+    images = dict(load_sources(["sporco:monarch", "sporco:barbara", "sklearn:china", "matplotlib:grace_hopper"]))
+    assert {k: v.shape for k, v in images.items()} == {"monarch": (512, 768, 3), "barbara": (574, 702, 3),
+                                                       "china": (427, 640, 3), "grace_hopper": (600, 512, 3)}
+    assert all(v.dtype == np.uint8 for v in images.values())
+    with pytest.raises(UserError, match="'sklearn:lena': the sklearn package ships no image of that name"):
+        load_sources(["sklearn:lena"])
+
+
+def test_a_shrunk_set_is_the_bicubic_downscale_of_its_source_then_degraded(tmp_path):
+    src = np.random.default_rng(3).integers(0, 256, (35, 42, 3), dtype=np.uint8)  # odd: cropped to 34x42 first
+    (tmp_path / "in").mkdir()
+    write_png(tmp_path / "in" / "a.png", src)
+    assert prepare_set([str(tmp_path / "in")], 4, tmp_path / "out", shrink=2) == 1
+    hr = crop_to_scale(bicubic_downscale(src[:34], 2), 4)  # 17x21 -> 16x20
+    assert hr.shape == (16, 20, 3)
+    assert (read_image(tmp_path / "out/HR/a.png") == hr).all()
+    assert (read_image(tmp_path / "out/LR/a.png") == bicubic_downscale(hr, 4)).all()

@@ -6,11 +6,11 @@ import torch
 import yaml
 
 from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
-from esrkd.distill import Distiller, student_args
+from esrkd.distill import Distiller, fit_adapters, student_args
 from esrkd.losses import feature_distillation_loss, ragan_loss
 from esrkd.prune import prune_l1
 from esrkd.data import PatchDataset
-from esrkd.train import Engine, Generator, TrainState, fit, learning_rate, write_history
+from esrkd.train import Engine, Generator, TrainState, distill_weight, fit, learning_rate, write_history
 from esrkd import config, plots
 
 
@@ -36,7 +36,7 @@ def test_distillation_gradient_reaches_adapters_and_student_but_not_teacher():
     teacher = _teacher()
     prune_l1(teacher, 0.5, "global")
     G = Generator(RRDBNet(student_args(teacher.args, 4)), [0, 1], teacher.args.num_feat)
-    distiller = Distiller(teacher, [0, 1], weight=1.0, kind="mse")
+    distiller = Distiller(teacher, [0, 1], kind="mse")
     lr = torch.rand(2, 3, 6, 6)
     sr, feats = G(lr)
     distiller(lr, sr, feats).backward()
@@ -79,7 +79,7 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
     G = Generator(student, [0, 1], teacher.args.num_feat)
     start = {k: v.clone() for k, v in student.state_dict().items()}
     D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
-    distiller = Distiller(teacher, [0, 1], weight=1.0, kind="mse")
+    distiller = Distiller(teacher, [0, 1], kind="mse")
     hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=8, seed=0)
     result = fit(TrainState(G, D, cfg, distiller=distiller), data)
@@ -97,7 +97,7 @@ def test_fit_trains_the_student_and_leaves_the_pruned_teacher_untouched(demo_par
 
 def test_output_only_distillation_uses_the_teachers_sr_and_no_adapters():
     teacher = _teacher()
-    distiller = Distiller(teacher, [0, 1], weight=1.0, kind="mse", mode="output")
+    distiller = Distiller(teacher, [0, 1], kind="mse", mode="output")
     G = Generator(RRDBNet(student_args(teacher.args, 4)), distiller.layers, teacher.args.num_feat)
     assert len(G.adapters) == 0 and distiller.layers == []
     lr = torch.rand(1, 3, 6, 6)
@@ -105,7 +105,7 @@ def test_output_only_distillation_uses_the_teachers_sr_and_no_adapters():
     assert distiller(lr, sr, feats).item() == pytest.approx((sr - teacher(lr)).abs().mean().item())
     assert distiller(lr, teacher(lr), []).item() == 0.0
     with pytest.raises(ValueError, match="mode 'none' is not one of"):
-        Distiller(teacher, [0], 1.0, "mse", mode="none")
+        Distiller(teacher, [0], "mse", mode="none")
 
 
 def test_compiled_training_follows_the_eager_run(demo_params):
@@ -119,7 +119,7 @@ def test_compiled_training_follows_the_eager_run(demo_params):
         teacher = _teacher()
         G = Generator(RRDBNet(student_args(teacher.args, 4)), [0, 1], teacher.args.num_feat)
         D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
-        distiller = Distiller(teacher, [0, 1], weight=1.0, kind="mse")
+        distiller = Distiller(teacher, [0, 1], kind="mse")
         data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=6, seed=0)
         result = fit(TrainState(G, D, cfg, Engine(compile=compile), distiller=distiller), data)
         runs.append((result, G.net.state_dict(), D.state_dict(), G.adapters.state_dict()))
@@ -216,3 +216,58 @@ def test_the_stage_trains_several_modes_each_as_if_alone_and_resumes_the_done_on
 
     code = _stage(monkeypatch, tmp_path, "distill", *common, "--mode", "none", "output", "--out", "one")
     _assert_refused(code, capsys.readouterr().err, "one --out folder per mode", out=tmp_path / "one")
+
+
+def _tiny_run(cfg, distiller: Distiller | None, layers: list[int]):
+    """A width-4 student (seed 0) and a D (seed 1) trained by fit on a noise image; returns (G, D, fit result)."""
+    torch.manual_seed(0)
+    G = Generator(RRDBNet(student_args(RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4), 4)), layers, 8)
+    torch.manual_seed(1)
+    D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
+    hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=8, seed=0)
+    return G, D, fit(TrainState(G, D, cfg, distiller=distiller), data)
+
+
+def test_the_features_path_at_lambda_0_trains_bitwise_the_student_of_no_distillation(demo_params):
+    demo_params["distill"].update(warmup_iters=2, gan_iters=2, batch_size=2, log_every=1, distill_weight=0.0)
+    cfg = config.parse(demo_params).distill
+    G0, D0, with_path = _tiny_run(cfg, Distiller(_teacher(), [0, 1], "mse_normalized"), [0, 1])
+    G1, D1, without = _tiny_run(cfg, None, [])
+    assert with_path.balance["warmup"]["l_distill"][0] > 0  # the teacher and the adapters did run
+    for a, b in ((G0.net, G1.net), (with_path.ema, without.ema), (D0, D1)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_lambda_distill_ramps_linearly_from_0_and_the_step_uses_it(demo_params):
+    demo_params["distill"].update(warmup_iters=2, gan_iters=0, batch_size=2, log_every=1, distill_weight=0.5, ramp_iters=10)
+    cfg = config.parse(demo_params).distill
+    assert [distill_weight(it, cfg) for it in (1, 5, 10, 30)] == [0.05, 0.25, 0.5, 0.5]
+    assert distill_weight(7, cfg.model_copy(update={"ramp_iters": 0})) == 0.5  # no ramp: constant
+    _, _, result = _tiny_run(cfg, Distiller(_teacher(), [0, 1], "mse"), [0, 1])
+    raw, weight = result.balance["warmup"]["l_distill"]
+    assert weight == 0.05 and result.balance["warmup"]["l_pix"][1] == 1.0
+    # the logged total is L1 + 0.05 L_distill at iteration 1: the ramped weight is the one trained with
+    assert result.history[0][1]["warmup/l_g_total"] == pytest.approx(result.history[0][1]["warmup/l_pix"] + 0.05 * raw, rel=1e-6)
+
+
+def test_fitted_adapters_are_the_least_squares_map_and_lower_the_first_term():
+    teacher = _teacher()
+    torch.manual_seed(2)
+    G = Generator(RRDBNet(student_args(teacher.args, 4)), [0, 1], teacher.args.num_feat)
+    lr = torch.rand(2, 3, 6, 6)
+    distiller = Distiller(teacher, [0, 1], "mse")
+    with torch.no_grad():
+        before = distiller(lr, *G(lr)).item()
+        fit_adapters(G.adapters, G.net, teacher, [0, 1], lr)
+        after = distiller(lr, *G(lr)).item()
+        s_feats, t_feats = G.net.forward_features(lr, [0, 1])[1], teacher.forward_features(lr, [0, 1])[1]
+    # numpy's least squares on the same (pixels x channels) problems gives the same residual
+    expected = 0.0
+    for s, t in zip(s_feats, t_feats):
+        x = np.c_[s.permute(0, 2, 3, 1).reshape(-1, 4).double().numpy(), np.ones(2 * 36)]
+        y = t.permute(0, 2, 3, 1).reshape(-1, 8).double().numpy()
+        w = np.linalg.lstsq(x, y, rcond=None)[0]
+        expected += float(np.mean((x @ w - y) ** 2))
+    assert after == pytest.approx(expected, rel=1e-4)
+    assert after < 0.5 * before  # the initial adapters are far from that map

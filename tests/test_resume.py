@@ -15,15 +15,17 @@ from .conftest import ROOT
 
 
 def _stage(cwd, out):
-    cmd = [sys.executable, str(ROOT / "stages/teacher.py"), "--data", "data/train", "--out", out]
+    cmd = [sys.executable, str(ROOT / "stages/teacher.py"), "--data", "data/train", "--val", "data/val", "--out", out]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_killed_teacher_resumes_to_the_same_weights(tmp_path, tiny_params):
     params = tiny_params
-    params["teacher"].update(batch_size=2, warmup_iters=40, gan_iters=40, log_every=5, checkpoint_every=10)
+    params["teacher"].update(batch_size=2, warmup_iters=40, gan_iters=40, log_every=5, checkpoint_every=10, val_every=15)
+    params["data"]["val"] = ["skimage:coffee"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     prepare_set(["skimage:astronaut"], 4, tmp_path / "data/train")
+    prepare_set(["skimage:coffee"], 4, tmp_path / "data/val", shrink=2)
 
     whole = _stage(tmp_path, "whole")
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
@@ -51,7 +53,9 @@ def test_killed_teacher_resumes_to_the_same_weights(tmp_path, tiny_params):
         for key in ("params", "params_ema") if name == "net_g.pth" else ("params",):
             assert a[key].keys() == b[key].keys()
             assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), f"{name} {key} differ"
-    for tsv in ("warmup.tsv", "gan.tsv"):
+    val = (tmp_path / "whole/log/val.tsv").read_text().splitlines()
+    assert val[0] == "step\tpsnr\tssim" and [row.split("\t")[0] for row in val[1:]] == ["15", "30", "45", "60", "75"]
+    for tsv in ("warmup.tsv", "gan.tsv", "val.tsv"):
         assert (tmp_path / "whole/log" / tsv).read_text() == (tmp_path / "resumed/log" / tsv).read_text()
 
 

@@ -84,13 +84,24 @@ def test_teacher_stage_starts_from_an_original_esrgan_file(tmp_path, monkeypatch
     pretrained = RRDBNet(RRDBArgs(num_feat=8, num_block=1, num_grow_ch=4))
     (tmp_path / "data/pretrained").mkdir(parents=True)
     torch.save(_original_names(pretrained.state_dict()), tmp_path / "data/pretrained/RRDB_ESRGAN_x4.pth")
-    tiny_params["teacher"].update(init="data/pretrained/RRDB_ESRGAN_x4.pth", warmup_iters=0, gan_iters=0)
+    tiny_params["teacher"].update(init="data/pretrained/RRDB_ESRGAN_x4.pth", warmup_iters=0, gan_iters=0, d_iters=3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     prepare_set(["skimage:astronaut"], 4, tmp_path / "train")
     assert _stage(monkeypatch, tmp_path, "teacher", "--data", "train", "--out", "teacher") == 0
     saved = torch.load(tmp_path / "teacher/net_g.pth", weights_only=True)
-    assert all(torch.equal(saved["params_ema"][k], v) for k, v in pretrained.state_dict().items())
-    assert saved["meta"]["init"] == "data/pretrained/RRDB_ESRGAN_x4.pth"
+    assert all(torch.equal(saved["params_ema"][k], v) for k, v in pretrained.state_dict().items())  # G as loaded
+    assert saved["meta"]["init"] == "data/pretrained/RRDB_ESRGAN_x4.pth" and saved["meta"]["teacher_iters"]["d"] == 3
+    assert (tmp_path / "teacher/log/d.tsv").read_text().splitlines()[0] == "step\tl_d"
+    assert [line.split("\t")[0] for line in (tmp_path / "teacher/log/d.tsv").read_text().splitlines()[1:]] == ["1", "2", "3"]
+
+    # D alone trained 3 RaGAN steps against G's SR: it differs from the D the same seed builds untrained
+    tiny_params["teacher"]["d_iters"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert _stage(monkeypatch, tmp_path, "teacher", "--data", "train", "--out", "untrained") == 0
+    d3, d0 = (torch.load(tmp_path / f"{o}/net_d.pth", weights_only=True)["params"] for o in ("teacher", "untrained"))
+    assert d3.keys() == d0.keys() and not all(torch.equal(d3[k], d0[k]) for k in d3)
+    g0 = torch.load(tmp_path / "untrained/net_g.pth", weights_only=True)["params_ema"]
+    assert all(torch.equal(g0[k], v) for k, v in saved["params_ema"].items())
 
     tiny_params["net"]["num_block"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))

@@ -18,8 +18,14 @@ from esrkd.errors import UserError, non_negative_int, positive_int, run
 
 def _check(args: argparse.Namespace) -> None:
     from esrkd import config
+    from esrkd.data import check_packaged
 
     p = config.load(args.params)
+    for key, sources in (("data.train", p.data.train), ("data.val", p.data.val), *((f"data.test.{k}", v) for k, v in p.data.test.items())):
+        try:
+            check_packaged(sources)
+        except UserError as err:
+            raise UserError(f"{args.params}: {key}: {err}") from None
     print(f"{args.params}: valid ({p.base.profile} profile, {len(p.grid.prune)} prune ratios x {len(p.grid.width)} widths)")
 
 

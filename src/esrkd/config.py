@@ -57,6 +57,10 @@ class Data(_Block):
     # overlapping sub-images, so patches are drawn uniformly over image area, as BasicSR draws them
     train_subimages: SubImages | None
     test: dict[SetName, list[str]] = Field(min_length=1)  # test-set name -> its sources
+    # validation images scored during training (teacher/distill val_every); [] = none
+    val: list[str]
+    # the val sources are first shrunk by this factor (MATLAB bicubic) to become HR: hides JPEG blocks; 1 = as they are
+    val_shrink: int = Field(ge=1)
 
 
 class Net(_Block):
@@ -84,10 +88,14 @@ class Train(_Block):
     ema_decay: float = Field(ge=0, lt=1)  # EMA of G's weights; the EMA is what stages hand on
     log_every: int = Field(gt=0)  # iterations between logged loss values (log/<phase>.tsv)
     checkpoint_every: int = Field(gt=0)  # iterations between resumable checkpoints (checkpoints/)
+    val_every: int = Field(ge=0)  # iterations between scores of G's EMA on data.val (log/val.tsv); 0 = none
 
 
 class Teacher(Train):
     init: str | None  # pretrained generator: .pth (BasicSR/original names), ncnn .param, realsr-df2k or realesrgan-x4plus; null = scratch
+    # then D alone trains this many iterations against the final G (HR real, its SR fake): a discriminator for a
+    # pretrained G that comes without one (the students' D' of Eq. 2); G is untouched
+    d_iters: int = Field(ge=0)
 
 
 class Distill(Train):
@@ -96,6 +104,9 @@ class Distill(Train):
     # mse: mean squared error; l2: per-sample L2 norm, averaged; mse_normalized: each layer's MSE divided
     # by the variance of the teacher feature (scale-free: ~1 per layer for an uninformed student)
     feature_loss: Literal["mse", "l2", "mse_normalized"]
+    ramp_iters: int = Field(ge=0)  # lambda_distill rises linearly from 0 over these iterations; 0 = constant
+    # fit the 1x1 adapters to the untrained student by least squares on the first batch (FitNets' regressors first)
+    fit_adapters: bool
 
 
 class Pruning(_Block):
@@ -122,6 +133,20 @@ class Evaluate(_Block):
     fid_patch_size: int = Field(ge=32)  # side of those crops in HR pixels
 
 
+class Cell(_Block):
+    """One student of a study (studies/students): the knobs its stage passes to the stage scripts."""
+
+    ratio: float = Field(ge=0, lt=1)  # the teacher's prune ratio
+    finetune: int = Field(ge=0)  # L1 fine-tune iterations of the pruned teacher (pruning.finetune_iters)
+    width: int = Field(gt=0)  # the student's features
+    mode: Literal["features", "output", "none"]  # the distill stage's --mode
+    loss: Literal["mse", "l2", "mse_normalized"]  # distill.feature_loss
+    weight: float = Field(ge=0)  # distill.distill_weight
+    ramp: int = Field(ge=0)  # distill.ramp_iters
+    fit: bool  # distill.fit_adapters
+    seed: int = Field(ge=0)  # base.seed of the student's run
+
+
 class Params(_Block):
     base: Base
     grid: Grid
@@ -133,6 +158,7 @@ class Params(_Block):
     distill: Distill
     ablation: Ablation  # students without distillation / with output-only distillation
     evaluate: Evaluate
+    cells: dict[SetName, Cell] = {}  # a study's students, one stage each (studies/students); none in the pipelines
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
@@ -148,9 +174,9 @@ class Params(_Block):
                 raise ValueError(f"grid.prune: ratio {r} is outside [0, 1)")
         if self.prune not in self.grid.prune:
             raise ValueError(f"prune: {self.prune} is not one of grid.prune {self.grid.prune}")
-        for w in self.grid.width:
+        for key, w in (*(("grid.width", w) for w in self.grid.width), *((f"cells.{k}.width", c.width) for k, c in self.cells.items())):
             if not 0 < w < self.net.num_feat:
-                raise ValueError(f"grid.width: width {w} must be > 0 and < net.num_feat ({self.net.num_feat})")
+                raise ValueError(f"{key}: width {w} must be > 0 and < net.num_feat ({self.net.num_feat})")
         for name, block in (("teacher", self.teacher), ("distill", self.distill)):
             if block.patch_size % 32 or block.patch_size % self.base.scale:
                 raise ValueError(f"{name}.patch_size: {block.patch_size} must be a multiple of 32 and of base.scale")
@@ -166,6 +192,9 @@ class Params(_Block):
             raise ValueError(f"ablation.prune: {self.ablation.prune} is not one of grid.prune {self.grid.prune}")
         if not set(self.ablation.width) <= set(self.grid.width):
             raise ValueError(f"ablation.width: {self.ablation.width} must be among grid.width {self.grid.width}")
+        for name, block in (("teacher", self.teacher), ("distill", self.distill)):
+            if block.val_every and not self.data.val:
+                raise ValueError(f"{name}.val_every: {block.val_every} needs validation images; list some in data.val or set it to 0")
         if self.distill.patch_size != self.teacher.patch_size:
             raise ValueError("distill.patch_size must equal teacher.patch_size: the student's discriminator is the teacher's")
         if self.distill.layers != "all":
@@ -220,8 +249,24 @@ def parse(raw: object, source: Path | str = PARAMS_FILE) -> Params:
         raise UserError(_describe(err, path)) from None
 
 
-def load(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and validate a params file (params.yaml in the working directory by default)."""
+def override(raw: dict, assignments: list[str], source: Path | str = PARAMS_FILE) -> dict:
+    """`raw` with each "dotted.key=value" (the value read as YAML) set, as `dvc exp run -S` sets params: a study
+    cell varies a few knobs of one params file this way. The key must exist already."""
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        *parents, leaf = key.split(".")
+        block = raw
+        for name in parents:
+            block = block.get(name) if isinstance(block, dict) else None
+        if not sep or not isinstance(block, dict) or leaf not in block:
+            raise UserError(f"{source}: --set {assignment}: give an existing dotted key and a value, as in distill.distill_weight=0.05.")
+        block[leaf] = yaml.safe_load(text)
+    return raw
+
+
+def load(path: Path | str = PARAMS_FILE, assignments: list[str] = ()) -> Params:
+    """Read and validate a params file (params.yaml in the working directory by default), with `assignments`
+    ("dotted.key=value", see `override`) applied first."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such params file; run from the project root or pass --params.")
@@ -229,4 +274,4 @@ def load(path: Path | str = PARAMS_FILE) -> Params:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err}).") from None
-    return parse(raw, path)
+    return parse(override(raw, list(assignments), path) if assignments else raw, path)

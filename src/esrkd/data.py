@@ -6,6 +6,7 @@ RGB in [0, 1], NCHW.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,10 @@ from esrkd.errors import UserError
 
 SKIMAGE_PREFIX = "skimage:"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# Photos that pip packages ship as files, by source prefix: (package, folder inside it). Located with find_spec,
+# never imported: sporco and scikit-learn are installed with --no-deps for their images alone (README: Offline).
+PACKAGED_FILES = {"sporco:": ("sporco", "data"), "sklearn:": ("sklearn", "datasets/images"),
+                  "matplotlib:": ("matplotlib", "mpl-data/sample_data")}
 
 
 @contextmanager
@@ -70,13 +75,17 @@ def write_png(path: Path, image: np.ndarray) -> None:
     Image.fromarray(image).save(path, format="PNG", compress_level=3)
 
 
-def _skimage_image(name: str) -> np.ndarray:
+def _skimage_loader(name: str):
     import skimage.data
 
     loader = getattr(skimage.data, name, None)
     if loader is None or not callable(loader):
         raise UserError(f"data source 'skimage:{name}': scikit-image ships no image of that name.")
-    image = loader()
+    return loader
+
+
+def _skimage_image(name: str) -> np.ndarray:
+    image = _skimage_loader(name)()
     if isinstance(image, tuple):  # stereo_motorcycle returns (left, right, disparity): take the left view
         image = image[0]
     if image.ndim == 2:
@@ -84,6 +93,31 @@ def _skimage_image(name: str) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise UserError(f"data source 'skimage:{name}': not an 8-bit RGB image (shape {image.shape}, {image.dtype}).")
     return image
+
+
+def is_packaged(source: str) -> bool:
+    """Whether a data source names an image a package ships (skimage:<name>, sporco:<name>, ...) rather than a folder."""
+    return source.startswith(SKIMAGE_PREFIX) or source.startswith(tuple(PACKAGED_FILES))
+
+
+def packaged_file(source: str) -> Path:
+    """The file of a packaged photo such as sporco:barbara; a UserError names the source if it is not there."""
+    prefix, name = source.split(":", 1)
+    package, folder = PACKAGED_FILES[prefix + ":"]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"data source '{source}': the {package} package is not installed; `make setup` installs it.")
+    base = Path(spec.submodule_search_locations[0]) / folder
+    found = [p for p in sorted(base.glob(f"{name}.*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not found:
+        raise UserError(f"data source '{source}': the {package} package ships no image of that name.")
+    return found[0]
+
+
+def check_packaged(sources: list[str]) -> None:
+    """Refuse a packaged image that does not exist, without decoding any image (esrkd check)."""
+    for source in filter(is_packaged, sources):
+        _skimage_loader(source[len(SKIMAGE_PREFIX):]) if source.startswith(SKIMAGE_PREFIX) else packaged_file(source)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -103,12 +137,15 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def load_sources(sources: list[str]) -> list[tuple[str, np.ndarray]]:
-    """(name, image) for every image named by `sources`: folders, or skimage:<name>."""
+    """(name, image) for every image named by `sources`: folders, skimage:<name>, or a photo another package
+    ships (sporco:<name>, sklearn:<name>, matplotlib:<name>)."""
     images = []
     for source in sources:
         if source.startswith(SKIMAGE_PREFIX):
             name = source[len(SKIMAGE_PREFIX):]
             images.append((name, _skimage_image(name)))
+        elif is_packaged(source):
+            images.append((source.split(":", 1)[1], read_image(packaged_file(source))))
         else:
             images.extend((p.stem, read_image(p)) for p in list_images(Path(source)))
     names = [n for n, _ in images]
@@ -120,7 +157,7 @@ def load_sources(sources: list[str]) -> list[tuple[str, np.ndarray]]:
 
 def missing_folders(sources: list[str]) -> list[str]:
     """The folder sources that do not exist (a test set the user has not got, e.g. a non-public one)."""
-    return [s for s in sources if not s.startswith(SKIMAGE_PREFIX) and not Path(s).is_dir()]
+    return [s for s in sources if not is_packaged(s) and not Path(s).is_dir()]
 
 
 def crop_to_scale(image: np.ndarray, scale: int) -> np.ndarray:
@@ -185,8 +222,11 @@ def subimage_boxes(height: int, width: int, size: int, step: int) -> list[tuple[
 
 
 def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0, lr_sources: list[str] | None = None,
-                subimages: tuple[int, int] | None = None) -> int:
+                subimages: tuple[int, int] | None = None, shrink: int = 1) -> int:
     """Write out/HR/<name>.png (mod-cropped) and out/LR/<name>.png; return the number of pairs.
+
+    With `shrink` > 1 each source is first downscaled by it (MATLAB bicubic) to become HR: a JPEG's 8x8
+    blocks, which an SR model should not learn to restore, shrink below a pixel.
 
     LR is the MATLAB bicubic /scale of HR, or, with `lr_sources`, the user's own LR image of the same
     name (e.g. DIV2K_train_LR_bicubic/X4), which must be HR's size / scale. With `subimages` (size,
@@ -199,6 +239,8 @@ def prepare_set(sources: list[str], scale: int, out: Path, min_hr_side: int = 0,
     dirs.lr.mkdir(parents=True)
     count = 0
     for name, image in images:
+        if shrink > 1:
+            image = bicubic_downscale(crop_to_scale(image, shrink), shrink)
         hr = crop_to_scale(image, scale)
         if min(hr.shape[:2]) < max(min_hr_side, scale):
             raise UserError(

@@ -28,7 +28,8 @@ MODES = ("features", "output", "none")  # the paper's method, and the two ablati
 
 
 class Distiller(nn.Module):
-    """The frozen teacher and the L_distill term a student learns from it, weighted (Eq. 4's lambda_distill).
+    """The frozen teacher and the raw L_distill term a student learns from it (the training step weighs it
+    by Eq. 4's lambda_distill, with the other loss weights).
 
     mode "features" (the paper): Eq. 3 between the teacher's block outputs at `layers` and the student's,
     mapped to the teacher's width by the adapters f_i, which train with the student (train.Generator holds
@@ -37,12 +38,12 @@ class Distiller(nn.Module):
     its pruned weights stay exactly zero.
     """
 
-    def __init__(self, teacher: RRDBNet, layers: list[int], weight: float, kind: str, mode: str = "features"):
+    def __init__(self, teacher: RRDBNet, layers: list[int], kind: str, mode: str = "features"):
         super().__init__()
         if mode not in MODES[:2]:
             raise ValueError(f"distillation mode {mode!r} is not one of {MODES[:2]} (no distiller is mode 'none')")
         self.teacher = teacher.eval().requires_grad_(False)
-        self.mode, self.weight, self.kind = mode, weight, kind
+        self.mode, self.kind = mode, kind
         self.layers = list(layers) if mode == "features" else []
 
     def train(self, mode: bool = True) -> Distiller:
@@ -51,9 +52,27 @@ class Distiller(nn.Module):
         return self
 
     def forward(self, lr: torch.Tensor, student_sr: torch.Tensor, student_feats: list[torch.Tensor]) -> torch.Tensor:
-        """lambda_distill * L_distill, from the student's SR image and its adapted block outputs f_i(C_i)."""
+        """L_distill, from the student's SR image and its adapted block outputs f_i(C_i)."""
         with torch.no_grad():
             teacher_sr, teacher_feats = self.teacher.forward_features(lr, self.layers)
         if self.mode == "output":
-            return self.weight * F.l1_loss(student_sr, teacher_sr)
-        return self.weight * feature_distillation_loss(student_feats, teacher_feats, self.kind)
+            return F.l1_loss(student_sr, teacher_sr)
+        return feature_distillation_loss(student_feats, teacher_feats, self.kind)
+
+
+@torch.no_grad()
+def fit_adapters(adapters: nn.ModuleList, student: RRDBNet, teacher: RRDBNet, layers: list[int], lr: torch.Tensor) -> None:
+    """Set each 1x1 adapter f_i to the least-squares map (weights and bias) from the student's block output C_i
+    to the teacher's C'_i on the LR batch `lr`: FitNets' first stage (regressors trained before the student),
+    in closed form. An untrained ESRGAN trunk's features grow ~1.2x per block while a trained teacher's are
+    small, so with adapters as initialised L_distill starts ~10^3 times above its fitted value
+    (benchmarks/distill_balance.py) and is nearly the student's whole gradient until they settle."""
+    s_feats = student.forward_features(lr, layers)[1]
+    t_feats = teacher.forward_features(lr, layers)[1]
+    for f, s, t in zip(adapters, s_feats, t_feats):
+        x = s.permute(0, 2, 3, 1).reshape(-1, s.shape[1]).double()
+        x = torch.cat([x, x.new_ones(len(x), 1)], 1)  # the bias column
+        y = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).double()
+        w = torch.linalg.lstsq(x, y).solution.float()  # float64: deep student features reach variances of ~100
+        f.weight.copy_(w[:-1].T.reshape(f.weight.shape))
+        f.bias.copy_(w[-1])

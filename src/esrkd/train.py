@@ -2,10 +2,11 @@
 
 `TrainState` is everything a run updates (G with its adapters, D, their optimisers, G's EMA) and its
 `step()` is one iteration, in order: the G update (pixel L1 in the warm start; weighted L1 + perceptual +
-RaGAN in the GAN phase; plus the distiller's lambda_distill * L_distill for a student), the EMA update,
+RaGAN in the GAN phase; plus lambda_distill * the distiller's L_distill for a student), the EMA update,
 then the D update (GAN phase only), with the learning rate a pure function of the iteration. `fit` loops
 over the batches, logs, and checkpoints the state so that a killed run continues where it stopped, with
-bitwise-identical results.
+bitwise-identical results. Every `val_every` iterations it scores G's EMA on a validation set (PSNR-Y and
+SSIM-Y, the evaluate stage's protocol) into the same history, as BasicSR's val_freq does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,10 +28,11 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from esrkd import config
+from esrkd import config, metrics
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
 from esrkd.checkpoint import save, save_discriminator, save_generator
-from esrkd.data import PatchDataset, load_pairs
+from esrkd.data import PatchDataset, load_pairs, to_tensor, to_uint8
+from esrkd.errors import UserError
 from esrkd.dist import World, mean_over_ranks, shard, wrap
 from esrkd.distill import Distiller
 from esrkd.losses import PerceptualLoss, ragan_loss
@@ -44,15 +47,51 @@ def learning_rate(it: int, cfg: config.Train) -> float:
     return cfg.lr * 0.5 ** sum(it > m for m in cfg.lr_milestones)
 
 
-def patch_dataset(train_dir: Path, cfg: config.Train, p: config.Params) -> PatchDataset:
-    """The (LR, HR) patches of a whole run: (warmup_iters + gan_iters) x batch_size samples.
+def distill_weight(it: int, cfg: config.Distill) -> float:
+    """lambda_distill at iteration `it`: ramps linearly from 0 (at iteration 0) over cfg.ramp_iters, then constant."""
+    return cfg.distill_weight * (min(1.0, it / cfg.ramp_iters) if cfg.ramp_iters else 1.0)
+
+
+def patch_dataset(train_dir: Path, cfg: config.Train, p: config.Params, iters: int | None = None) -> PatchDataset:
+    """The (LR, HR) patches of a whole run: `iters` (default warmup_iters + gan_iters) x batch_size samples.
 
     Whole images are decoded once and kept in memory; sub-images (data.train_subimages) are read from
     disk when drawn, as BasicSR does. Either way sample k is the same.
     """
-    iters, base = cfg.warmup_iters + cfg.gan_iters, p.base
+    iters, base = cfg.warmup_iters + cfg.gan_iters if iters is None else iters, p.base
     pairs = load_pairs(train_dir, base.scale, decode=p.data.train_subimages is None)
     return PatchDataset(pairs, base.scale, cfg.patch_size, iters * cfg.batch_size, base.seed)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The images G's EMA is scored on every `every` iterations, by the evaluate stage's protocol."""
+
+    pairs: list[tuple[str, torch.Tensor, np.ndarray]]  # (name, LR as a 1x3xHxW tensor in [0, 1], HR uint8)
+    every: int
+    crop_border: int
+    y_channel: bool
+
+
+def validation(val_dir: Path | None, cfg: config.Train, p: config.Params) -> Validation | None:
+    """The prepared validation set at `val_dir` when cfg.val_every asks for one (None when it does not)."""
+    if not cfg.val_every:
+        return None
+    if val_dir is None:
+        raise UserError("val_every > 0 needs the prepared validation set: pass --val data/prepared/val (dvc.yaml).")
+    pairs = [(name, to_tensor(lr).unsqueeze(0), hr) for name, lr, hr in load_pairs(val_dir, p.base.scale)]
+    return Validation(pairs, cfg.val_every, p.crop_border, p.evaluate.y_channel)
+
+
+@torch.no_grad()
+def validate(net: RRDBNet, val: Validation, device: torch.device) -> dict[str, float]:
+    """Mean PSNR and SSIM of `net` over the validation images (whole images, fp32)."""
+    scores = []
+    for _, lr, hr in val.pairs:
+        sr = to_uint8(net(lr.to(device))[0])
+        scores.append((metrics.psnr(sr, hr, val.crop_border, val.y_channel), metrics.ssim(sr, hr, val.crop_border, val.y_channel)))
+    psnr, ssim = np.mean(scores, axis=0)
+    return {"val/psnr": float(psnr), "val/ssim": float(ssim)}
 
 
 def _batches(data: PatchDataset, cfg: config.Train, start_iter: int, engine: Engine) -> DataLoader:
@@ -169,7 +208,7 @@ class TrainState:
         return [self.opt_g] + ([self.opt_d] if self.opt_d is not None else [])
 
     def step(self, it: int, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Iteration `it` (from 1) on one batch; returns the loss terms, raw except l_distill (weighted)."""
+        """Iteration `it` (from 1) on one batch; returns the raw loss terms and the weighted total."""
         cfg = self.cfg
         for opt in self._optimizers():
             for group in opt.param_groups:
@@ -195,7 +234,7 @@ class TrainState:
                 loss = logs["l_pix"]
             if self.distill is not None:
                 logs["l_distill"] = self.distill(lr, sr, feats)
-                loss = loss + logs["l_distill"]
+                loss = loss + distill_weight(it, cfg) * logs["l_distill"]
         logs["l_g_total"] = loss
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,11 +251,11 @@ class TrainState:
             self.opt_d.step()
         return logs
 
-    def loss_weights(self, gan_phase: bool, terms: dict) -> dict[str, float]:
-        """The weight of each generator loss term in `terms` within the step's total."""
+    def loss_weights(self, it: int, terms: dict) -> dict[str, float]:
+        """The weight of each generator loss term in `terms` within iteration `it`'s total."""
         cfg = self.cfg
-        weights = {"l_pix": cfg.l1_weight if gan_phase else 1.0, "l_percep": cfg.perceptual_weight, "l_g_gan": cfg.gan_weight,
-                   "l_distill": self.distiller.weight if self.distiller is not None else 0.0}
+        weights = {"l_pix": cfg.l1_weight if it > cfg.warmup_iters else 1.0, "l_percep": cfg.perceptual_weight, "l_g_gan": cfg.gan_weight,
+                   "l_distill": distill_weight(it, cfg) if self.distiller is not None else 0.0}
         return {k: w for k, w in weights.items() if k in terms}
 
     def state_dict(self) -> dict:
@@ -253,8 +292,11 @@ class Fit:
     balance: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
 
-def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resume | None = None) -> Fit:
+def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resume | None = None,
+        val: Validation | None = None) -> Fit:
     """Train `state` over `data` ((warmup_iters + gan_iters) x batch_size samples); return G's EMA and the logs.
+
+    With `val`, G's EMA is scored every val.every iterations, into the history as the "val" table.
 
     With `resume`, the state is saved to resume.file every cfg.checkpoint_every iterations (atomically),
     and a later call with the same fingerprint continues from it. At the first iteration of each phase
@@ -286,10 +328,8 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
         phase = "gan" if gan_phase else "warmup"
         if it == (cfg.warmup_iters + 1 if gan_phase else 1):
             # Only here, once per phase, does reading the values cost a host-device sync.
-            weights = state.loss_weights(gan_phase, logs)
-            values = mean_over_ranks(torch.stack([logs[k].detach().float() for k in weights]), world).tolist()
-            # the distiller hands back lambda * L_distill: its raw size is that over lambda
-            raw = [v / weights[k] if k == "l_distill" else v for k, v in zip(weights, values)]
+            weights = state.loss_weights(it, logs)
+            raw = mean_over_ranks(torch.stack([logs[k].detach().float() for k in weights]), world).tolist()
             result.balance[phase] = {k: (r, w) for (k, w), r in zip(weights.items(), raw)}
             if world.main:
                 terms = ", ".join(f"{k} {r:.4g} (x{w:g} = {r * w:.4g})" for k, (r, w) in result.balance[phase].items())
@@ -299,12 +339,37 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
             row = {f"{phase}/{k}": v for k, v in zip(logs, values)} | {"lr": learning_rate(it, cfg)}
             result.history.append((it, row))
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
+        if val is not None and world.main and it % val.every == 0:
+            result.history.append((it, validate(state.ema, val, engine.device)))
         if resume is not None and world.main and ((it % cfg.checkpoint_every == 0 and it < total) or (it == total and resume.keep_final)):
             saved = {"format": STATE_FORMAT, "fingerprint": resume.fingerprint, "state": state.state_dict(), "iteration": it,
                      "history": result.history, "balance": result.balance, "rng": rng_states()}
             with atomic_file(resume.file) as tmp:
                 torch.save(saved, tmp)
     return result
+
+
+def train_discriminator(D: VGGStyleDiscriminator, G: RRDBNet, data: PatchDataset, cfg: config.Train, device: torch.device,
+                        desc: str = "D") -> list[tuple[int, dict[str, float]]]:
+    """D alone against a fixed G, one RaGAN step per batch of `data` (HR real, G's SR fake), in fp32; G is
+    not touched. A pretrained G ships without its D, so a student's D' (Eq. 2) would start random: this
+    gives it a D that has learnt to tell that G's SR from HR. Returns the logged l_d as the "d" table."""
+    D.to(device).train().requires_grad_(True)
+    G = G.to(device).eval()
+    opt = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
+    history, total = [], len(data) // cfg.batch_size
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, drop_last=True)
+    for it, (lr, hr) in enumerate(tqdm(loader, desc=desc, total=total, mininterval=2.0), start=1):
+        lr, hr = lr.to(device), hr.to(device)
+        with torch.no_grad():
+            sr = G(lr)
+        l_d = ragan_loss(D(hr), D(sr))
+        opt.zero_grad(set_to_none=True)
+        l_d.backward()
+        opt.step()
+        if it % cfg.log_every == 0 or it == total:
+            history.append((it, {"d/l_d": l_d.item()}))
+    return history
 
 
 def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) -> None:
