@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from esrkd import fid, metrics
 from esrkd.arch import RRDBNet, count_params
-from esrkd.data import bicubic_upscale, load_pairs, to_tensor, to_uint8, write_png
+from esrkd.data import load_pairs, to_tensor, to_uint8, write_png
 from esrkd.errors import UserError
 from esrkd.perceptual_metrics import Scorer
 
@@ -107,13 +107,3 @@ def evaluate(
         "average": {k: _mean([r[k] for r in results.values()]) for k in ("psnr", "ssim", "fid", "lpips")},
         "sets": results,
     }
-
-
-def bicubic_baseline(test_root: Path, scale: int, crop_border: int, y_channel: bool) -> dict[str, float]:
-    """PSNR/SSIM of plain bicubic upscaling, averaged like the models' (mean of the per-set means)."""
-    per_set = []
-    for folder in sorted(p for p in Path(test_root).iterdir() if p.is_dir()):
-        pairs = [(bicubic_upscale(lr, scale), hr) for _, lr, hr in load_pairs(folder, scale)]
-        per_set.append([np.mean([f(sr, hr, crop_border, y_channel) for sr, hr in pairs]) for f in (metrics.psnr, metrics.ssim)])
-    psnr, ssim = np.mean(per_set, axis=0)
-    return {"psnr": float(psnr), "ssim": float(ssim)}

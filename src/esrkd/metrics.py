@@ -7,9 +7,13 @@ everything is computed in float64 with data range 255, by scikit-image.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from esrkd.data import bicubic_upscale, load_pairs
 
 
 def _prepare(img: np.ndarray, crop_border: int, y_channel: bool) -> np.ndarray:
@@ -41,3 +45,13 @@ def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool = Tru
             channel_axis=None if y_channel else 2,
         )
     )
+
+
+def bicubic_baseline(test_root: Path, scale: int, crop_border: int, y_channel: bool) -> dict[str, float]:
+    """PSNR/SSIM of plain bicubic upscaling, averaged like the models' (mean of the per-set means)."""
+    per_set = []
+    for folder in sorted(p for p in Path(test_root).iterdir() if p.is_dir()):
+        pairs = [(bicubic_upscale(lr, scale), hr) for _, lr, hr in load_pairs(folder, scale)]
+        per_set.append([np.mean([f(sr, hr, crop_border, y_channel) for sr, hr in pairs]) for f in (psnr, ssim)])
+    mean_psnr, mean_ssim = np.mean(per_set, axis=0)
+    return {"psnr": float(mean_psnr), "ssim": float(mean_ssim)}

@@ -120,3 +120,17 @@ def sr_grid(hr_path: Path, lr_path: Path, models: dict[str, Path], scale: int, c
         ax.axis("off")
     fig.suptitle(f"{hr_path.stem}: {side}x{side} crop at ({left}, {top}); PSNR/SSIM on Y of the whole image", fontsize=9)
     _save(fig, path)
+
+
+def val_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
+    """Validation PSNR against iteration, one line per run (`curves`: label -> (step, psnr) table)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for label, curve in curves.items():
+        ax.plot(curve.step, curve.psnr, marker=".", label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation PSNR-Y (dB)")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    ax.set_title("G's EMA on the validation set during training")
+    _save(fig, path)

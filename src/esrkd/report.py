@@ -15,7 +15,7 @@ import pandas as pd
 
 from esrkd import config, plots
 from esrkd.checkpoint import TEACHER, distill_mode, model_label, model_name
-from esrkd.evaluate import bicubic_baseline
+from esrkd.metrics import bicubic_baseline
 from esrkd.outputs import atomic_file, write_json
 
 @dataclass(frozen=True)

@@ -1,0 +1,193 @@
+"""The real-students study (studies/students): its cells' tables, the seed spread, and a verdict on each claim.
+
+A cell is one 23-block student (config.Cell). Its results are committed files: cells/<cell>/metrics/*.json
+(the test pool, scored once at the end) and cells/<cell>/student/log/val.tsv (the validation set, scored every
+distill.val_every iterations). The seed spread is the mean |difference| between cells that differ only in
+their seed; a claim's difference smaller than twice the spread reads "within noise".
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from esrkd import config, plots
+from esrkd.data import prepare_test_sets
+from esrkd.metrics import bicubic_baseline
+from esrkd.outputs import atomic_file, write_json
+
+TEST = ("psnr", "ssim", "lpips", "fid")  # the test pool's averages kept per cell
+TEACHER_PRUNE = 0.3  # Table 2's teacher, the paper's choice
+
+
+def _val_at(curve: pd.DataFrame, step: int, name: str) -> float | None:
+    """The validation score logged at the last step <= `step` (None before the first)."""
+    done = curve[curve.step <= step]
+    return float(done[name].iloc[-1]) if len(done) else None
+
+
+def load_cells(p: config.Params, cells_dir: Path) -> pd.DataFrame:
+    """One row per finished cell: its knobs, validation PSNR/SSIM at 1/4, 1/2 and the end of its run, and its
+    test-pool averages (with FID's sample count). Cells not finished yet are left out."""
+    total = p.distill.warmup_iters + p.distill.gan_iters
+    rows = []
+    for name, cell in p.cells.items():
+        files = sorted((cells_dir / name / "metrics").glob("*.json"))
+        if not files:
+            continue
+        m = json.loads(files[0].read_text())
+        log = plots.read_log(cells_dir / name / "student" / "log")
+        curve = log.loc[log["psnr"].notna(), ["step", "psnr", "ssim"]] if "psnr" in log else pd.DataFrame(columns=["step", "psnr", "ssim"])
+        row = {"cell": name, **cell.model_dump()}
+        for label, step in (("q1", total // 4), ("half", total // 2), ("end", total)):
+            row |= {f"val_psnr_{label}": _val_at(curve, step, "psnr"), f"val_ssim_{label}": _val_at(curve, step, "ssim")}
+        row |= {f"test_{k}": m["average"].get(k) for k in TEST}
+        row["fid_samples"] = sum(s.get("fid_samples") or 0 for s in m["sets"].values())
+        row["params_m"] = m["params_total"] / 1e6
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_spread(cells: pd.DataFrame, column: str) -> float | None:
+    """Mean |difference| of `column` between cells whose knobs are equal but for the seed (None without a pair)."""
+    knobs = [k for k in config.Cell.model_fields if k != "seed"]
+    gaps = [abs(g[column].max() - g[column].min()) for _, g in cells.groupby(knobs) if g.seed.nunique() > 1]
+    return float(np.mean(gaps)) if gaps else None
+
+
+def verdict(gain: float | None, spread: float | None, lower_is_better: bool = False) -> str:
+    """What a measured gain says about a claim that it is positive (negative, for a lower-is-better metric)."""
+    if gain is None or np.isnan(gain):
+        return "cannot tell (not measured yet)"
+    if spread is None:
+        return "cannot tell (no seed spread measured yet)"
+    if abs(gain) < 2 * spread:
+        return f"within noise (|{gain:+.3f}| < 2 x spread {spread:.3f})"
+    return "supported" if (gain < 0) == lower_is_better else "not supported"
+
+
+def load_teachers(teachers_dir: Path) -> pd.DataFrame:
+    """The pruned teachers' test-pool averages: one row per teachers/<name>/metrics file."""
+    rows = []
+    for path in sorted(Path(teachers_dir).glob("*/metrics/*.json")):
+        m = json.loads(path.read_text())
+        stats = m["model"].get("prune_stats", {})
+        rows.append({"teacher": path.parts[-3], "ratio": m["model"].get("prune"), "finetune": stats.get("finetune_iters", 0),
+                     **{f"test_{k}": m["average"].get(k) for k in TEST}, "params_m": m["params_total"] / 1e6})
+    return pd.DataFrame(rows)
+
+
+def _best(cells: pd.DataFrame, **knobs) -> pd.Series | None:
+    """The seed-0 cell with the highest final validation PSNR among those with `knobs`."""
+    pick = cells[(cells.seed == 0) & np.logical_and.reduce([cells[k] == v for k, v in knobs.items()])] if len(cells) else cells
+    return pick.loc[pick.val_psnr_end.idxmax()] if len(pick) and pick.val_psnr_end.notna().any() else None
+
+
+def _gain(a: pd.Series | None, b: pd.Series | dict | None, column: str) -> float | None:
+    return None if a is None or b is None or a.get(column) is None or b.get(column) is None else float(a[column] - b[column])
+
+
+def claims(cells: pd.DataFrame, teachers: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The paper's four claims, each with a verdict from the seed spread and the numbers behind it."""
+    spread = {c: seed_spread(cells, c) if len(cells) else None for c in ("val_psnr_end", "test_psnr", "test_lpips", "test_fid")}
+    none = _best(cells, mode="none", width=16, ratio=TEACHER_PRUNE)
+    best16 = _best(cells, mode="features", width=16, ratio=TEACHER_PRUNE)
+    out = []
+    d = _gain(best16, none, "val_psnr_end")
+    out.append(("(d) Feature distillation beats no distillation (the paper does not test it)",
+                verdict(d, spread["val_psnr_end"]),
+                f"validation PSNR at the end: best features cell {best16.cell if best16 is not None else 'n/a'} vs none: "
+                f"{'n/a' if d is None else f'{d:+.3f} dB'}; test pool {_fmt(_gain(best16, none, 'test_psnr'), '+.3f')} dB"))
+    teacher = teachers[(teachers.ratio == TEACHER_PRUNE)].iloc[0] if len(teachers) and (teachers.ratio == TEACHER_PRUNE).any() else None
+    students = [s for w in (16, 32, 48) if (s := _best(cells, mode="features", width=w, ratio=TEACHER_PRUNE)) is not None]
+    for label, column, lower in (("(a) Every student beats the teacher in PSNR (paper: by about 1 dB)", "test_psnr", False),
+                                 ("(b) The students' LPIPS is worse (higher) than the teacher's (paper: 0.12 -> 0.23)", "test_lpips", True)):
+        gains = {f"Student_{int(s.width)}": _gain(s, teacher, column) for s in students}
+        # "worse LPIPS" is a positive LPIPS gain: judge (b) as a higher-is-the-claim difference
+        verdicts = {k: verdict(g, spread[column], lower_is_better=False) for k, g in gains.items()}
+        overall = "cannot tell (no student or no teacher score yet)" if not gains or teacher is None else (
+            verdicts[min(gains, key=lambda k: gains[k] if gains[k] is not None else np.inf)])
+        out.append((label, overall, "; ".join(f"{k} {_fmt(g, '+.3f')} vs the teacher ({verdicts[k]})" for k, g in gains.items())
+                    or "no student scored yet"))
+    fids = {float(s.ratio): s.test_fid for r in sorted(set(cells.ratio)) if (s := _best(cells, mode="features", width=16, ratio=r)) is not None} if len(cells) else {}
+    others = {r: f for r, f in fids.items() if r != TEACHER_PRUNE and f is not None}
+    margin = min(others.values()) - fids[TEACHER_PRUNE] if others and fids.get(TEACHER_PRUNE) is not None else None
+    out.append(("(c) Among the pruned teachers, 0.3 gives the Student_16 with the lowest FID (paper, Table 1)",
+                verdict(margin, spread["test_fid"]),
+                "patch FID by prune ratio: " + (", ".join(f"{r:g}: {_fmt(f, '.2f')}" for r, f in fids.items()) or "none yet")))
+    return out
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
+
+
+def cells_md(cells: pd.DataFrame) -> str:
+    if not len(cells):
+        return "No cell has finished yet."
+    shown = cells[["cell", "ratio", "finetune", "width", "mode", "loss", "weight", "ramp", "fit", "seed",
+                   "val_psnr_q1", "val_psnr_half", "val_psnr_end", "val_ssim_end", "test_psnr", "test_ssim", "test_lpips",
+                   "test_fid", "fid_samples"]].copy()
+    return shown.to_markdown(index=False, floatfmt=".4g")
+
+
+def write_study(p: config.Params, cells_dir: Path, teachers_dir: Path, bicubic: dict[str, float], out: Path) -> dict:
+    """reports/students.md, reports/val_curves.png and reports/metrics.json of the study."""
+    cells, teachers = load_cells(p, cells_dir), load_teachers(teachers_dir)
+    items = claims(cells, teachers)
+    curves = {}
+    for name in cells.cell if len(cells) else []:
+        log = plots.read_log(cells_dir / name / "student" / "log")
+        if "psnr" in log:
+            curves[name] = log.loc[log["psnr"].notna(), ["step", "psnr"]]
+    out.mkdir(parents=True, exist_ok=True)
+    plots.val_curves(curves, out / "val_curves.png")
+    spread = seed_spread(cells, "val_psnr_end") if len(cells) else None
+    lines = [
+        "# Real students: 23-block students of RealSR pruned as the paper profile prunes it",
+        "",
+        f"Protocol: PSNR-Y / SSIM-Y with a {p.crop_border}-pixel border cropped; validation = {', '.join(p.data.val)} "
+        f"(shrunk x{p.data.val_shrink}), scored every {p.distill.val_every} iterations; test pool = "
+        f"{', '.join(s for v in p.data.test.values() for s in v)}, scored at the end; FID over {p.evaluate.fid_patch_size}x"
+        f"{p.evaluate.fid_patch_size} patches (fid_samples per model in the table). Every cell: "
+        f"{p.distill.warmup_iters} warm-up + {p.distill.gan_iters} GAN iterations, batch {p.distill.batch_size}, "
+        f"HR patch {p.distill.patch_size}, lr {p.distill.lr:g}, EMA {p.distill.ema_decay:g}.",
+        "",
+        f"Bicubic on the test pool: PSNR {bicubic['psnr']:.2f} dB, SSIM {bicubic['ssim']:.4f}.",
+        "",
+        "## Teachers on the test pool",
+        "",
+        teachers.to_markdown(index=False, floatfmt=".4g") if len(teachers) else "No teacher scored yet.",
+        "",
+        "## Cells",
+        "",
+        cells_md(cells),
+        "",
+        f"Seed spread (mean |difference| of the final validation PSNR between cells that differ only in seed): "
+        f"{'not measured yet' if spread is None else f'{spread:.3f} dB'}. A difference under twice it reads *within noise*.",
+        "",
+        "## The paper's claims",
+        "",
+        *(f"{i}. {claim}. — **{v}**. {evidence}." for i, (claim, v, evidence) in enumerate(items, 1)),
+        "",
+        "![validation PSNR](val_curves.png)",
+        "",
+    ]
+    with atomic_file(out / "students.md") as tmp:
+        tmp.write_text("\n".join(lines))
+    summary = {"cells": {r.cell: {"val_psnr": r.val_psnr_end, "test_psnr": r.test_psnr, "test_lpips": r.test_lpips}
+                         for r in cells.itertuples()} if len(cells) else {},
+               "seed_spread_val_psnr": spread, "claims": {claim.split(")")[0].strip("("): v for claim, v, _ in items}}
+    write_json(out / "metrics.json", summary)
+    return summary
+
+
+def bicubic_on_test(p: config.Params) -> dict[str, float]:
+    """Bicubic's PSNR/SSIM on the study's test pool, prepared in a temporary folder from the packaged photos."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_test_sets(p.data.test, p.base.scale, Path(tmp))
+        return bicubic_baseline(Path(tmp), p.base.scale, p.crop_border, p.evaluate.y_channel)

@@ -1,0 +1,67 @@
+"""The real-students study's report: cells read from their committed files, the seed spread, the verdicts."""
+
+import json
+
+import pytest
+import yaml
+
+from esrkd import config
+from esrkd.study import load_cells, seed_spread, verdict, write_study
+
+
+def _cell(root, name, val_psnr, test, width=16):
+    log = root / name / "student/log"
+    log.mkdir(parents=True)
+    (log / "val.tsv").write_text("step\tpsnr\tssim\n" + "".join(f"{s}\t{p}\t0.8\n" for s, p in zip((4, 8, 12, 16), val_psnr)))
+    (root / name / "metrics").mkdir()
+    (root / name / "metrics" / f"student-{width}.json").write_text(json.dumps({
+        "params_total": 6_538_115, "average": test, "sets": {"pool": {"fid_samples": 80}}}))
+
+
+def _params(demo_params, cells):
+    demo_params["distill"].update(warmup_iters=16, gan_iters=0, val_every=4)
+    demo_params["data"]["val"] = ["skimage:coffee"]
+    demo_params["cells"] = cells
+    return config.parse(demo_params)
+
+
+def knobs(mode, seed, **more):
+    return {"ratio": 0.3, "finetune": 0, "width": 16, "mode": mode, "loss": "mse_normalized", "weight": 0.05, "ramp": 0,
+            "fit": False, "seed": seed} | more
+
+
+def test_the_seed_spread_decides_whether_distillation_helps(tmp_path, demo_params):
+    cells = {"none": knobs("none", 0), "none-s1": knobs("none", 1), "paper": knobs("features", 0), "ramp": knobs("features", 0, ramp=8)}
+    p = _params(demo_params, cells)
+    test = {"psnr": 27.0, "ssim": 0.8, "lpips": 0.3, "fid": 50.0}
+    _cell(tmp_path, "none", [25.0, 26.0, 27.0, 28.00], test)
+    _cell(tmp_path, "none-s1", [25.0, 26.0, 27.0, 28.10], test | {"psnr": 27.2})
+    _cell(tmp_path, "paper", [20.0, 24.0, 27.0, 28.15], test)
+    _cell(tmp_path, "ramp", [24.0, 26.0, 27.5, 28.50], test | {"psnr": 27.6})
+    df = load_cells(p, tmp_path)
+    assert df.set_index("cell").loc["ramp", ["val_psnr_q1", "val_psnr_half", "val_psnr_end"]].tolist() == [24.0, 26.0, 28.5]
+    assert seed_spread(df, "val_psnr_end") == pytest.approx(0.1)  # none vs none-s1
+    assert seed_spread(df, "test_psnr") == pytest.approx(0.2)
+    # ramp is the best features cell: +0.5 dB over none, more than twice the 0.1 dB spread
+    summary = write_study(p, tmp_path, tmp_path / "no-teachers", {"psnr": 29.0, "ssim": 0.85}, tmp_path / "reports")
+    assert summary["claims"]["d"] == "supported" and summary["seed_spread_val_psnr"] == pytest.approx(0.1)
+    md = (tmp_path / "reports/students.md").read_text()
+    assert "best features cell ramp vs none: +0.500 dB" in md and "Bicubic on the test pool: PSNR 29.00 dB" in md
+    assert (tmp_path / "reports/val_curves.png").stat().st_size > 10_000
+
+
+def test_verdicts_read_within_noise_under_twice_the_spread():
+    assert verdict(0.15, 0.1) == "within noise (|+0.150| < 2 x spread 0.100)"
+    assert verdict(0.25, 0.1) == "supported" and verdict(-0.25, 0.1) == "not supported"
+    assert verdict(-3.0, 1.0, lower_is_better=True) == "supported"
+    assert verdict(0.25, None) == "cannot tell (no seed spread measured yet)"
+    assert verdict(None, 0.1) == "cannot tell (not measured yet)"
+
+
+def test_the_study_params_are_valid_and_every_cell_has_the_knobs_it_needs():
+    from .conftest import ROOT
+
+    p = config.load(ROOT / "studies/students/params.yaml")
+    assert p.net.num_block == 23 and p.distill.warmup_iters == 1500 and p.distill.val_every == 100
+    assert {c.width for c in p.cells.values()} <= {16, 32, 48}
+    assert set(yaml.safe_load((ROOT / "studies/students/params.yaml").read_text())["cells"]) == set(p.cells)
