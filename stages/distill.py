@@ -16,8 +16,8 @@ from esrkd.distill import MODES, Distiller, fit_adapters, student_args
 from esrkd.errors import UserError, positive_int, run
 from esrkd.losses import load_perceptual_loss
 from esrkd.runtime import rng_states, set_rng_states, setup
-from esrkd.train import (Engine, Generator, Resume, TrainState, drop_resume_files, files_digest, fingerprint, fit, patch_dataset,
-                         resume_file, validation, write_outputs)
+from esrkd.runs import Resume, drop_resume_files, files_digest, fingerprint, resume_file, write_outputs
+from esrkd.train import Engine, Generator, TrainState, fit, patch_dataset, validation
 
 
 def main() -> None:

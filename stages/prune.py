@@ -7,11 +7,13 @@ from pathlib import Path
 
 from esrkd import config
 from esrkd.checkpoint import load_generator, ratio_name, save_generator
-from esrkd.errors import UserError, prune_ratio, run
+from esrkd.errors import UserError, run
 from esrkd.outputs import atomic_dir, write_json
-from esrkd.prune import SCOPES, l1_finetune, prune_l1
+from esrkd.config import SCOPES, prune_ratio
+from esrkd.prune import prune_l1
 from esrkd.runtime import rng_states, set_rng_states, setup
-from esrkd.train import Resume, drop_resume_files, files_digest, fingerprint, resume_file
+from esrkd.runs import Resume, drop_resume_files, files_digest, fingerprint, resume_file
+from esrkd.train import l1_finetune
 
 
 def main() -> None:

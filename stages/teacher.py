@@ -10,8 +10,8 @@ from esrkd.dist import finish, init, relaunch
 from esrkd.errors import run
 from esrkd.losses import load_perceptual_loss
 from esrkd.runtime import setup
-from esrkd.train import (Engine, Generator, Resume, TrainState, files_digest, fingerprint, fit, patch_dataset, resume_file,
-                         train_discriminator, validation, write_outputs)
+from esrkd.runs import Resume, files_digest, fingerprint, resume_file, write_outputs
+from esrkd.train import Engine, Generator, TrainState, fit, patch_dataset, train_discriminator, validation
 from esrkd.weights import check_tracked_init, init_generator, resolve_init
 
 

@@ -172,7 +172,7 @@ def test_perceptual_loss_without_vgg_weights_stops_training(tmp_path, monkeypatc
     "change, fragment",
     [
         (lambda p: p.update(prune=1.2), "prune: 1.2 is not one of grid.prune"),
-        (lambda p: p["grid"].update(prune=[0.3, -0.1]), "grid.prune: ratio -0.1 is outside [0, 1)"),
+        (lambda p: p["grid"].update(prune=[0.3, -0.1]), "grid.prune.1: prune ratio -0.1 is outside [0, 1)"),
         (lambda p: p["grid"].update(width=[-4]), "grid.width: width -4 must be > 0"),
         (lambda p: p["grid"].update(width=[8]), "grid.width: width 8 must be > 0 and < net.num_feat (8)"),
         (lambda p: p["teacher"].update(lr_decay=0.5), "teacher.lr_decay: unknown key"),
@@ -192,7 +192,7 @@ def test_bad_params_stop_every_stage(tmp_path, monkeypatch, capsys, tiny_params,
 
 def test_prune_ratio_argument_out_of_range(tmp_path, monkeypatch, capsys):
     code = _stage(monkeypatch, tmp_path, "prune", "--teacher", "t.pth", "--ratio", "1.5", "--out", "o")
-    assert code == 2 and "prune ratio 1.5 must be in [0, 1)" in capsys.readouterr().err
+    assert code == 2 and "prune ratio 1.5 is outside [0, 1)" in capsys.readouterr().err
 
 
 def test_two_models_that_would_write_the_same_files_are_refused_unless_their_ratios_tell_them_apart(tmp_path, monkeypatch, capsys):

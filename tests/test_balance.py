@@ -11,7 +11,8 @@ from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import feature_distillation_loss
-from esrkd.train import Generator, Resume, TrainState, fit
+from esrkd.runs import Resume
+from esrkd.train import Generator, TrainState, fit
 
 
 def _adapted(feats: list[torch.Tensor], weight: float, bias: float) -> list[torch.Tensor]:

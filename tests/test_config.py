@@ -69,7 +69,7 @@ def test_out_of_range_is_named(demo_params):
     "change, expected",
     [
         (lambda d: d.update(prune=0.4), "prune: 0.4 is not one of grid.prune"),
-        (lambda d: d["grid"].update(prune=[0.0, 1.0]), "grid.prune: ratio 1.0 is outside [0, 1)"),
+        (lambda d: d["grid"].update(prune=[0.0, 1.0]), "grid.prune.1: prune ratio 1.0 is outside [0, 1)"),
         (lambda d: d["grid"].update(width=[16, 64]), "grid.width: width 64 must be > 0 and < net.num_feat (64)"),
         (lambda d: d["grid"].update(width=[0]), "grid.width: width 0 must be > 0"),
         (lambda d: d["grid"].update(prune=[0.0, 0.3, 0.3, 0.5, 0.5]), "grid.prune: [0.3, 0.5] listed more than once; list each value once"),

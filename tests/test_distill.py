@@ -10,7 +10,8 @@ from esrkd.distill import Distiller, fit_adapters, student_args
 from esrkd.losses import feature_distillation_loss, ragan_loss
 from esrkd.prune import prune_l1
 from esrkd.data import PatchDataset
-from esrkd.train import Engine, Generator, TrainState, distill_weight, fit, learning_rate, write_history
+from esrkd.runs import write_history
+from esrkd.train import Engine, Generator, TrainState, distill_weight, fit, learning_rate
 from esrkd import config, plots
 
 
@@ -191,10 +192,10 @@ def test_the_stage_trains_several_modes_each_as_if_alone_and_resumes_the_done_on
     assert _stage(monkeypatch, tmp_path, "distill", *common, "--mode", "output", "--out", "alone") == 0
     real = esrkd.train.fit
 
-    def crash_in_output(state, data, desc, resume):
+    def crash_in_output(state, data, desc, resume, val):
         if desc.endswith("output"):
             raise RuntimeError("killed")
-        return real(state, data, desc, resume)
+        return real(state, data, desc, resume, val)
 
     with monkeypatch.context() as patched:
         patched.setattr(esrkd.train, "fit", crash_in_output)

@@ -7,7 +7,8 @@ import yaml
 from esrkd import config
 from esrkd.arch import RRDBArgs, RRDBNet, count_params
 from esrkd.data import prepare_set
-from esrkd.prune import l1_finetune, prunable, prune_l1
+from esrkd.prune import prunable, prune_l1
+from esrkd.train import l1_finetune
 
 # conv_first 3*8*9; per RDB (8*4 + 12*4 + 16*4 + 20*4 + 24*8)*9 = 3744, x3 RDBs x2 blocks;
 # conv_body/up1/up2/hr 4 * 8*8*9; conv_last 8*3*9
@@ -70,7 +71,7 @@ def test_global_scope_strips_small_layers_that_layer_scope_keeps():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match=r"prune ratio 1.0 must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"prune ratio 1.0 is outside \[0, 1\)"):
         prune_l1(_net(), 1.0, "global")
     with pytest.raises(ValueError, match="pruning.keep: \\['conv_middle'\\] are not conv layers"):
         prune_l1(_net(), 0.3, "layer", keep=["conv_middle"])

@@ -37,9 +37,16 @@ def _has_code(path: Path) -> bool:
 
 @cache  # each module is parsed once for all stages
 def _direct_imports(path: Path) -> frozenset[Path]:
-    """The src/esrkd modules a file imports, at any depth: an import inside a function may run, so it counts."""
+    """The src/esrkd modules a file imports, at any depth: an import inside a function may run, so it counts;
+    one under `if TYPE_CHECKING:` never runs, so it does not."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    # `if TYPE_CHECKING:` imports serve annotations only and never run: they are no dep
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+                 for n in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -204,3 +211,11 @@ def test_a_fresh_clone_of_the_students_study_has_nothing_to_run_for_its_finished
                             text=True, check=True, timeout=120).stdout
     to_run = set(json.loads(status))
     assert finished and not to_run & set(finished), f"finished cells DVC would train again: {sorted(to_run & set(finished))}"
+
+
+def test_a_training_stage_does_not_depend_on_code_it_only_names_in_annotations():
+    """Editing the distiller must not re-run a teacher (hours on a GPU for the paper profile)."""
+    teacher = {d for d in _stages("dvc.yaml")["teacher"]["deps"]}
+    assert "src/esrkd/train.py" in teacher and "src/esrkd/distill.py" not in teacher
+    assert "src/esrkd/distill.py" not in {d for d in _stages("dvc.yaml")["prune"]["deps"]}
+    assert "src/esrkd/evaluate.py" not in {d for d in _stages("dvc.yaml")["report"]["deps"]}

@@ -6,16 +6,37 @@ range stops with one sentence that names the file and the dotted key.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from esrkd.arch import DiscArgs, RRDBArgs
 from esrkd.errors import UserError
 
 PARAMS_FILE = "params.yaml"
+Scope = Literal["global", "layer"]  # pruning.scope; the prune stage's --scope choices
+SCOPES = get_args(Scope)
+
+
+def check_ratio(ratio: float) -> float:
+    """A prune ratio, checked: the fraction of prunable weights set to zero, in [0, 1)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"prune ratio {ratio} is outside [0, 1)")
+    return ratio
+
+
+PruneRatio = Annotated[float, AfterValidator(check_ratio)]
+
+
+def prune_ratio(text: str) -> float:
+    """argparse type: a prune ratio (check_ratio)."""
+    try:
+        return check_ratio(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _Block(BaseModel):
@@ -35,7 +56,7 @@ class Base(_Block):
 
 
 class Grid(_Block):
-    prune: list[float] = Field(min_length=1)  # teacher prune ratios, each in [0, 1)
+    prune: list[PruneRatio] = Field(min_length=1)  # teacher prune ratios, each in [0, 1)
     width: list[int] = Field(min_length=1)  # student feature widths, each in (0, teacher.num_feat)
 
 
@@ -111,7 +132,7 @@ class Distill(Train):
 
 class Pruning(_Block):
     # global: one L1-magnitude threshold over every prunable conv; layer: each conv loses `ratio` of its own weights
-    scope: Literal["global", "layer"]
+    scope: Scope
     keep: list[str]  # conv layers left dense, by BasicSR name (e.g. conv_first, conv_last)
     finetune_iters: int = Field(ge=0)  # L1 fine-tune of the pruned teacher, zeros kept at zero; 0 = none (the paper's silence)
     finetune_lr: float = Field(gt=0)  # Adam learning rate of that fine-tune (batch and patch: teacher.*)
@@ -136,7 +157,7 @@ class Evaluate(_Block):
 class Cell(_Block):
     """One student of a study (studies/students): the knobs its stage passes to the stage scripts."""
 
-    ratio: float = Field(ge=0, lt=1)  # the teacher's prune ratio
+    ratio: PruneRatio  # the teacher's prune ratio
     finetune: int = Field(ge=0)  # L1 fine-tune iterations of the pruned teacher (pruning.finetune_iters)
     width: int = Field(gt=0)  # the student's features
     mode: Literal["features", "output", "none"]  # the distill stage's --mode
@@ -169,9 +190,6 @@ class Params(_Block):
                             ("distill.layers", layers)):
             if dupes := sorted({v for v in values if values.count(v) > 1}):
                 raise ValueError(f"{key}: {dupes} listed more than once; list each value once")
-        for r in self.grid.prune:
-            if not 0.0 <= r < 1.0:
-                raise ValueError(f"grid.prune: ratio {r} is outside [0, 1)")
         if self.prune not in self.grid.prune:
             raise ValueError(f"prune: {self.prune} is not one of grid.prune {self.grid.prune}")
         for key, w in (*(("grid.width", w) for w in self.grid.width), *((f"cells.{k}.width", c.width) for k, c in self.cells.items())):
@@ -229,7 +247,7 @@ def _describe(err: ValidationError, path: Path) -> str:
     elif first["type"] == "missing":
         what = "missing; add it"
     else:
-        what = f"{first['msg']} (got {first.get('input')!r})" if first["type"] != "value_error" else first["msg"]
+        what = f"{first['msg']} (got {first.get('input')!r})" if first["type"] != "value_error" else first["msg"].removeprefix("Value error, ")
     more = f" ({err.error_count() - 1} more problem(s) after this one)" if err.error_count() > 1 else ""
     return f"{path}: {key}: {what}{more}."
 

@@ -35,14 +35,6 @@ def run(main: Callable[[], None]) -> None:
     gc.freeze()
 
 
-def prune_ratio(text: str) -> float:
-    """argparse type: a prune ratio in [0, 1)."""
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"prune ratio {value} must be in [0, 1)")
-    return value
-
-
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
     value = int(text)

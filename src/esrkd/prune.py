@@ -1,5 +1,5 @@
-"""L1-magnitude unstructured pruning of the teacher's conv weights (torch.nn.utils.prune), and an
-optional short fine-tune that keeps the pruned weights at zero.
+"""L1-magnitude unstructured pruning of the teacher's conv weights (torch.nn.utils.prune), as pure functions
+on a network; an optional fine-tune (train.l1_finetune, passed in) keeps the pruned weights at zero.
 
 This is how the paper's Teacher_0.3 has 11.7M = 0.7 x 16.7M parameters: weights set to zero and
 counted as non-zero parameters. The dense tensors keep their shapes, so it makes nothing faster.
@@ -11,18 +11,13 @@ pruning each conv by its own ratio ("layer") keeps the teacher usable.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from esrkd import config
-from esrkd.arch import RRDBNet, count_params
-from esrkd.train import Engine, Generator, Resume, TrainState, fit, patch_dataset
-
-SCOPES = ("global", "layer")
+from esrkd.arch import count_params
+from esrkd.config import SCOPES, check_ratio
 
 
 def prunable(net: nn.Module, keep: list[str] | tuple[str, ...] = ()) -> list[tuple[nn.Module, str]]:
@@ -37,8 +32,7 @@ def prunable(net: nn.Module, keep: list[str] | tuple[str, ...] = ()) -> list[tup
 def mask(net: nn.Module, ratio: float, scope: str, keep: list[str] | tuple[str, ...] = ()) -> list[tuple[nn.Module, str]]:
     """Attach torch's pruning masks: the `ratio` smallest-magnitude prunable weights, counted over all of
     them (global) or per conv (layer), now read as zero. The masks stay until `make_permanent`."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"prune ratio {ratio} must be in [0, 1)")
+    check_ratio(ratio)
     if scope not in SCOPES:
         raise ValueError(f"pruning.scope {scope!r} is not one of {SCOPES}")
     params = prunable(net, keep)
@@ -92,14 +86,3 @@ def prune_l1(
         "params_total": total,
         "params_nonzero": nonzero,
     }
-
-
-def l1_finetune(net: RRDBNet, data_dir: Path, iters: int, p: config.Params, device: torch.device,
-                resume: Resume | None = None) -> RRDBNet:
-    """Train a pruned network for `iters` iterations of pixel L1, with the teacher's batch and patch
-    and Adam at pruning.finetune_lr; return it. The trained network itself is handed on: an EMA over so
-    short a run would lag behind it."""
-    cfg = p.teacher.model_copy(update={"warmup_iters": iters, "gan_iters": 0, "lr": p.pruning.finetune_lr, "lr_milestones": []})
-    state = TrainState(Generator(net), None, cfg, Engine(device))
-    fit(state, patch_dataset(data_dir, cfg, p), "prune fine-tune", resume)
-    return net.cpu().eval()

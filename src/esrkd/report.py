@@ -236,7 +236,8 @@ def grid_json(results: pd.DataFrame) -> dict:
 
 
 def _first(metrics_dir: Path) -> dict:
-    """One metrics file: the protocol and weight availability are the same in all of them."""
+    """One metrics file: the protocol (crop_border, y_channel: the report's one source of them, what the numbers
+    were made with) and weight availability are the same in all of them."""
     return json.loads(sorted(Path(metrics_dir).rglob("*.json"))[0].read_text())
 
 
@@ -512,7 +513,8 @@ def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_label
         # the evaluate stages write results/<role>s/<prune ratio>/<model name>/<set>/<image>
         models = {model_label(r.model): src.results / f"{r.role}s" / f"{p.prune}" / r.model / test_set.name / image.name
                   for r in avg[avg.teacher_prune == p.prune].itertuples()}
-        plots.sr_grid(image, test_set / "LR" / image.name, models, p.base.scale, p.crop_border, out / "sr_grid.png")
+        plots.sr_grid(image, test_set / "LR" / image.name, models, p.base.scale, _first(src.metrics)["protocol"]["crop_border"],
+                      out / "sr_grid.png")
         lines.append(f"![SR crops of the teacher pruned at {p.prune:g} and its students (Fig. 2 style)](sr_grid.png)")
     return lines
 

@@ -1,4 +1,4 @@
-"""The ESRGAN training loop shared by the teacher and the students.
+"""The ESRGAN training loop shared by the teacher, the pruned teacher's fine-tune and the students.
 
 `TrainState` is everything a run updates (G with its adapters, D, their optimisers, G's EMA) and its
 `step()` is one iteration, in order: the G update (pixel L1 in the warm start; weighted L1 + perceptual +
@@ -12,13 +12,11 @@ SSIM-Y, the evaluate stage's protocol) into the same history, as BasicSR's val_f
 from __future__ import annotations
 
 import copy
-import csv
-import hashlib
-import json
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,14 +28,16 @@ from tqdm import tqdm
 
 from esrkd import config, metrics
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
-from esrkd.checkpoint import save, save_discriminator, save_generator
 from esrkd.data import PatchDataset, load_pairs, to_tensor, to_uint8
-from esrkd.errors import UserError
 from esrkd.dist import World, mean_over_ranks, shard, wrap
-from esrkd.distill import Distiller
+from esrkd.errors import UserError
 from esrkd.losses import PerceptualLoss, ragan_loss
-from esrkd.outputs import atomic_dir, atomic_file
+from esrkd.outputs import atomic_file
+from esrkd.runs import Resume
 from esrkd.runtime import rng_states, set_rng_states
+
+if TYPE_CHECKING:  # an annotation only: the teacher and prune stages must not depend on distill.py
+    from esrkd.distill import Distiller
 
 STATE_FORMAT = 2  # of the resume checkpoints; a checkpoint of another format is not resumed
 
@@ -100,34 +100,6 @@ def _batches(data: PatchDataset, cfg: config.Train, start_iter: int, engine: Eng
     todo = Subset(data, shard(start_iter * cfg.batch_size, len(data), cfg.batch_size, engine.world))
     return DataLoader(todo, batch_size=cfg.batch_size // engine.world.size, shuffle=False, num_workers=cfg.num_workers,
                       pin_memory=engine.device.type == "cuda", drop_last=True)
-
-
-def resume_file(out: Path) -> Path:
-    """Where a training stage writing `out` keeps its in-progress state: outside every DVC out."""
-    return Path("checkpoints") / (Path(out).as_posix().strip("/").replace("/", "__") + ".pt")
-
-
-def drop_resume_files(outs: list[Path]) -> None:
-    """Delete the checkpoints of the runs writing `outs`: a stage of several runs (Resume.keep_final) calls it
-    once every output is written."""
-    for out in outs:
-        resume_file(out).unlink(missing_ok=True)
-
-
-def fingerprint(*parts: object) -> str:
-    """A digest of everything a run depends on, so that a checkpoint of another run is never resumed."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def files_digest(*paths: Path) -> list:
-    """Content hashes of files (weights), names and sizes of the files in folders (data)."""
-    out = []
-    for p in map(Path, paths):
-        if p.is_file():
-            out.append((str(p), hashlib.sha256(p.read_bytes()).hexdigest()))
-        else:
-            out.extend((str(f), f.stat().st_size) for f in sorted(p.rglob("*")) if f.is_file())
-    return out
 
 
 @dataclass(frozen=True)
@@ -270,19 +242,6 @@ class TrainState:
                 module.load_state_dict(state[name])
 
 
-@dataclass(frozen=True)
-class Resume:
-    """Where a run keeps its checkpoint, and the digest of everything it depends on (see `fingerprint`).
-
-    `keep_final`: checkpoint the finished run too, for a stage that makes several runs. DVC deletes a stage's
-    outputs before running it again, so after a crash in a later run the finished ones resume from there
-    instead of training again; the stage deletes the checkpoints once all its outputs are written."""
-
-    file: Path
-    fingerprint: str
-    keep_final: bool = False
-
-
 @dataclass
 class Fit:
     ema: RRDBNet  # the EMA of G: what later stages use
@@ -372,33 +331,12 @@ def train_discriminator(D: VGGStyleDiscriminator, G: RRDBNet, data: PatchDataset
     return history
 
 
-def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) -> None:
-    """The logged losses as one table per phase, log/<phase>.tsv: a row per logged iteration with its step,
-    the phase's losses and lr. `dvc plots` (dvc.yaml) and the report's training curves read them; a run of
-    0 iterations leaves log/ empty. Written once the run is done (the history rides in the resume
-    checkpoints), so no live-logging library is needed."""
-    tables: dict[str, list[dict[str, float]]] = {}
-    for it, row in history:
-        phase = next(name.split("/")[0] for name in row if "/" in name)
-        tables.setdefault(phase, []).append({"step": it} | {name.split("/")[-1]: v for name, v in row.items()})
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for phase, rows in tables.items():
-        with (log_dir / f"{phase}.tsv").open("w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, meta: dict, resume: Resume,
-                  world: World, extra: dict[str, dict] | None = None) -> None:
-    """Rank 0 writes out/ at once (log/, net_g.pth with the EMA, net_d.pth, `extra` files); the checkpoint goes,
-    unless the stage keeps it until its last run (Resume.keep_final). The stage ends the process group (dist.finish)."""
-    if world.main:
-        with atomic_dir(out) as tmp:
-            write_history(tmp / "log", result.history)
-            save_generator(tmp / "net_g.pth", G, result.ema, meta)
-            save_discriminator(tmp / "net_d.pth", D)
-            for name, content in (extra or {}).items():
-                save(tmp / name, **content)
-        if not resume.keep_final:
-            resume.file.unlink(missing_ok=True)
+def l1_finetune(net: RRDBNet, data_dir: Path, iters: int, p: config.Params, device: torch.device,
+                resume: Resume | None = None) -> RRDBNet:
+    """Train a (pruned) network for `iters` iterations of pixel L1, with the teacher's batch and patch
+    and Adam at pruning.finetune_lr; return it. The trained network itself is handed on: an EMA over so
+    short a run would lag behind it."""
+    cfg = p.teacher.model_copy(update={"warmup_iters": iters, "gan_iters": 0, "lr": p.pruning.finetune_lr, "lr_milestones": []})
+    state = TrainState(Generator(net), None, cfg, Engine(device))
+    fit(state, patch_dataset(data_dir, cfg, p), "prune fine-tune", resume)
+    return net.cpu().eval()
