@@ -75,9 +75,11 @@ def loss_curve(log: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def training_curves(logs: dict[str, tuple[Path, dict]], path: Path) -> None:
-    """The losses of every training stage, from its log/<phase>.tsv tables; `logs` maps a label to (log, line style)."""
-    names = ("l_pix", "l_g_total", "l_distill", "l_d")
+    """The losses of every training stage, from its log/<phase>.tsv tables, and its validation PSNR if it has one;
+    `logs` maps a label to (log, line style)."""
     tables = {label: read_log(log) for label, (log, _) in logs.items()}  # each log read once, for every loss
+    # and the validation PSNR (log/val.tsv) where a run scored one (val_every)
+    names = ("l_pix", "l_g_total", "l_distill", "l_d") + (("psnr",) if any("psnr" in t for t in tables.values()) else ())
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         for label, (_, style) in logs.items():
