@@ -30,7 +30,7 @@ def main() -> None:
     files = model_files(args.models)  # every path checked before the networks are built
     fid_score, fid_status = load_fid(device)
     lpips, lpips_status = load_lpips(device)
-    print(f"evaluate: FID {fid_status}; LPIPS {lpips_status}", file=sys.stderr)
+    print(f"evaluate: FID {fid_status}\nevaluate: LPIPS {lpips_status}", file=sys.stderr)
     side = p.evaluate.cost_lr_side
     with atomic_dir(args.metrics) as metrics_root, atomic_dir(args.images) as images_root, atomic_dir(args.timings) as timings_root:
         for path, net, meta, name, folder in load_models(files, args.by_ratio):
