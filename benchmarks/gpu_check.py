@@ -231,8 +231,12 @@ def main() -> None:
     params = slice_params(args.cpu_dry, *args.iters)
     config.parse(params, "the slice's params")  # stops here, naming the key, if params.paper.yaml has moved on
     work = workdir(args.work or (args.out / "work" if args.cpu_dry else Path("/tmp/gpu_check")), params)
+    # dvc.yaml's commands call `python`: this interpreter, whatever else is on PATH (an image may have python3 alone)
+    (work / "bin").mkdir()
+    (work / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a link would leave a venv
+    (work / "bin" / "python").chmod(0o755)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(work / "src"), os.environ.get("PYTHONPATH")])),
-           "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+           "PATH": os.pathsep.join([str(work / "bin"), os.environ["PATH"]]), "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
 
     import torch
 
@@ -246,7 +250,9 @@ def main() -> None:
     start = time.perf_counter()
     for part in parts:
         left = args.budget - (time.perf_counter() - start)
-        if part == "slice":
+        if left < 30:  # not enough for any part: say so rather than overrun the device call
+            result["parts"][part] = {"status": f"skipped: {left:.0f} s of --budget left"}
+        elif part == "slice":
             result["parts"][part] = part_slice(work, env, args.out, args, left)
         elif part in ("bench", "compiled"):
             result["parts"][part] = part_bench(work, env, args, left, compiled=part == "compiled")

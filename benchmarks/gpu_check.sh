@@ -28,9 +28,4 @@ if [[ " $* " != *" --cpu-dry "* ]]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1
-# dvc.yaml's commands call `python`; an image with python3 alone gets a link to it
-if ! command -v python >/dev/null; then
-  mkdir -p /tmp/gpu_check_bin && ln -sf "$(command -v python3)" /tmp/gpu_check_bin/python
-  export PATH="/tmp/gpu_check_bin:$PATH"
-fi
 exec python3 benchmarks/gpu_check.py "$@"
