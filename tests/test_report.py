@@ -275,3 +275,22 @@ def test_pruning_study_table_has_a_row_per_ratio_scope_and_finetune(tmp_path):
     md = (tmp_path / "out/pruning.md").read_text()
     assert "`realsr-df2k`" in md and "crops per set: A 28, B 54" in md and "PSNR-Y (dB) 24.87" in md  # the paper's Teacher_0.3
     assert md.count("\n|") == 2 + len(rows)  # header, rule, one row per pruned teacher
+
+
+def test_report_says_fid_is_na_and_why_when_its_weights_were_missing(tmp_path, demo_params):
+    metrics = tmp_path / "metrics"
+    why = "unavailable: FID needs pytorch-fid's Inception weights at /h/pt_inception-2015-12-05-6726825d.pth: install it"
+    for role, width in (("teacher", None), ("student", 16), ("student", 32)):
+        path = _metrics_file(metrics, role, 0.3, width, 25.0, 0.75, 160_000)
+        body = json.loads(path.read_text())  # as stages/evaluate.py writes it without the weights (fid.load_fid)
+        body["fid_status"], body["average"]["fid"] = why, None
+        for s in body["sets"].values():
+            s["fid"], s["fid_skipped"] = None, f"FID {why}"
+        path.write_text(json.dumps(body))
+    demo_params["grid"].update(prune=[0.3], width=[16, 32])
+    metrics_json = write_report(config.parse(demo_params), Inputs(metrics, ROOT / "data" / "paper_tables.csv"), tmp_path / "out")
+    md = (tmp_path / "out/tables.md").read_text()
+    assert f"- FID: n/a ({why})\n" in md and "pytorch-fid's InceptionV3" not in md
+    assert "| FID ↓         | n/a (104.99)             |" in md  # Table 1: ours n/a, the paper's beside it
+    assert "| Student_16 |         0.16 | not run (64.71) |" in md and "| n/a (—) | n/a (—) | n/a (104.99) |" in md  # Table 2
+    assert metrics_json["table2"]["student-16"] == {"teacher_prune": 0.3, "params_m": 0.16, "psnr": 25.5, "ssim": 0.75}  # no FID key

