@@ -20,9 +20,11 @@ from esrkd.evaluate import super_resolve
 from .conftest import ROOT
 
 
-def test_check_validates_both_profiles(capsys):
-    main(["check", str(ROOT / "params.paper.yaml")])
-    assert "valid (paper profile, 4 prune ratios x 3 widths)" in capsys.readouterr().out
+@pytest.mark.parametrize("name, profile", [("params.yaml", "demo"), ("params.paper.yaml", "paper"),
+                                           ("studies/realsr/params.yaml", "study")])  # the study's teacher.init: realsr-df2k
+def test_check_validates_the_shipped_params_files(capsys, name, profile):
+    main(["check", str(ROOT / name)])
+    assert f"valid ({profile} profile, 4 prune ratios x 3 widths)" in capsys.readouterr().out
 
 
 def _check(path) -> int:
