@@ -1,9 +1,22 @@
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# One command of a test (a tiny DAG's whole `dvc repro` takes ~1-2 min); pyproject.toml's pytest
+# timeout bounds a whole test above it, so a hang fails with the command rather than the test's ceiling.
+COMMAND_TIMEOUT = 600
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}  # the venv's dvc
 
 
 def demo() -> dict:
@@ -33,3 +46,75 @@ def demo_params() -> dict:
 @pytest.fixture
 def tiny_params() -> dict:
     return tiny()
+
+
+def run(repo: Path, *args: str, log: Path | None = None) -> str:
+    """Run a command in `repo` (ENV), assert it succeeded and return its output.
+
+    A command that leaves processes behind (`dvc queue start`) writes to `log` instead of a pipe: they
+    would inherit the pipe, hold it open, and the wait for its end would never end.
+    """
+    with open(log, "w") if log else contextlib.nullcontext() as out:
+        streams = {"stdout": out, "stderr": subprocess.STDOUT} if log else {"capture_output": True}
+        done = subprocess.run(args, cwd=repo, env=ENV, text=True, timeout=COMMAND_TIMEOUT, **streams)
+    output = log.read_text() if log else done.stdout + done.stderr
+    assert done.returncode == 0, f"{args} failed:\n{output}"
+    return output
+
+
+def ran(log: str) -> list[str]:
+    """The stages a dvc log says it ran, in order."""
+    return re.findall(r"Running stage '([^']+)'", log)
+
+
+def new_repo(repo: Path) -> Path:
+    """A git + DVC repository holding the project's DAG with the tiny params, committed."""
+    for item in ("dvc.yaml", "stages", "src", "data/raw/README.md", "data/pretrained/README.md", "data/paper_tables.csv"):
+        src, dst = ROOT / item, repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")) if src.is_dir() else shutil.copy(src, dst)
+    params = tiny()
+    params["data"]["test"]["MIV"] = ["data/raw/MIV"]  # not public: skipped, and the report says so
+    params["data"]["train_subimages"] = {"size": 128, "step": 64}  # astronaut (512x512): 7 x 7, read when drawn
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "config", "user.name", "esrkd test")
+    run(repo, "git", "config", "user.email", "test@esrkd.invalid")
+    run(repo, "dvc", "init", "-q")
+    run(repo, "dvc", "config", "core.autostage", "true")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "tiny")
+    return repo
+
+
+def copy_repo(src: Path, dst: Path) -> Path:
+    """A copy of a repository with its DVC cache and run-cache: stages whose inputs a test leaves alone
+    are up to date there, and the ones it changes run. .dvc/tmp (locks, the experiment queue) stays behind."""
+    shutil.copytree(src, dst, symlinks=True, ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [])
+    return dst
+
+
+@dataclass(frozen=True)
+class Built:
+    repo: Path
+    log: str  # that `dvc repro`, from scratch
+
+
+@pytest.fixture(scope="session")
+def tiny_dags(tmp_path_factory) -> tuple[Built, Built]:
+    """The tiny DAG built from scratch twice, independently and side by side (two processes on 2 cores).
+
+    The first is shared and no test changes it: tests take a `copy_repo` of it, so that only what they
+    change runs. The second is for the determinism check (tests/test_pipeline.py).
+    """
+    repos = [new_repo(tmp_path_factory.mktemp(name)) for name in ("tiny-dag", "again")]
+    with ThreadPoolExecutor() as pool:
+        logs = list(pool.map(lambda repo: run(repo, "dvc", "repro"), repos))
+    run(repos[0], "git", "add", "-A")
+    run(repos[0], "git", "commit", "-qm", "baseline results")  # a baseline for the copies' experiments
+    return Built(repos[0], logs[0]), Built(repos[1], logs[1])
+
+
+@pytest.fixture(scope="session")
+def tiny_dag(tiny_dags) -> Built:
+    return tiny_dags[0]

@@ -1,6 +1,8 @@
 import torch
 
-from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator, count_params
+from torch import nn
+
+from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator, conv_names, count_params
 
 
 def test_rrdbnet_uses_basicsr_keys_and_upsamples_by_scale():
@@ -11,6 +13,12 @@ def test_rrdbnet_uses_basicsr_keys_and_upsamples_by_scale():
         assert k in keys
     assert len(keys) == 2 + 2 * 3 * 5 * 2 + 5 * 2  # conv_first, 2 blocks x 3 RDBs x 5 convs, 5 tail convs
     assert net(torch.rand(1, 3, 5, 7)).shape == (1, 3, 20, 28)
+
+
+def test_conv_names_are_the_built_networks_convs_in_order():
+    for args in (RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4), RRDBArgs(num_feat=4, num_block=1, num_grow_ch=4, scale=2)):
+        names = [name for name, m in RRDBNet(args).named_modules() if isinstance(m, nn.Conv2d)]
+        assert conv_names(args) == names and len(names) == 1 + args.num_block * 15 + 5
 
 
 def test_rrdbnet_x2_unshuffles():

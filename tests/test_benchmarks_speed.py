@@ -94,7 +94,7 @@ def test_cpu_quiet_counts_the_child_processes_it_waits_for_as_its_own(monkeypatc
     quiet = _bench(monkeypatch, "cpu_quiet")
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
     before = quiet._own_cpu_seconds()
-    subprocess.run([sys.executable, "-c", burn], check=True)
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
     # the child's 0.5 s of CPU are ours, so `timed` does not count them as other processes' load (and
     # this holds however busy the machine is, unlike the load `timed` reports)
     assert quiet._own_cpu_seconds() - before >= 0.5

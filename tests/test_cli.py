@@ -6,7 +6,9 @@ import zipfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import pytest
 import torch
+import yaml
 
 from esrkd import download
 from esrkd.arch import RRDBArgs, RRDBNet
@@ -18,9 +20,59 @@ from esrkd.evaluate import super_resolve
 from .conftest import ROOT
 
 
-def test_check_validates_both_profiles(capsys):
-    main(["check", str(ROOT / "params.paper.yaml")])
-    assert "valid (paper profile, 4 prune ratios x 3 widths)" in capsys.readouterr().out
+@pytest.mark.parametrize("name, profile", [("params.yaml", "demo"), ("params.paper.yaml", "paper"),
+                                           ("studies/realsr/params.yaml", "study")])  # the study's teacher.init: realsr-df2k
+def test_check_validates_the_shipped_params_files(capsys, name, profile):
+    main(["check", str(ROOT / name)])
+    assert f"valid ({profile} profile, 4 prune ratios x 3 widths)" in capsys.readouterr().out
+
+
+def _check(path) -> int:
+    """The exit status of `esrkd check PATH` on a bad file."""
+    with pytest.raises(SystemExit) as done:
+        main(["check", str(path)])
+    return done.value.code
+
+
+def _write(folder, params: dict | str):
+    folder.mkdir(parents=True, exist_ok=True)
+    text = params if isinstance(params, str) else yaml.safe_dump(params, sort_keys=False)
+    (folder / "params.yaml").write_text(text)
+    return folder / "params.yaml"
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: p["pruning"].update(keep=["conv_frist"]), "pruning.keep: ['conv_frist'] are not conv layers of the teacher"),
+    (lambda p: p["grid"].update(prune=["0.3", 0.5]), "grid.prune.0: Input should be a valid number (got '0.3')"),
+    (lambda p: p["teacher"].update(init="no-such-model"), "no-such-model: neither a file nor a known pretrained generator name"),
+    (lambda p: p["teacher"].update(init="data/pretrained/typo.pth"), "study/data/pretrained/typo.pth does not exist; put the file there or fix the path"),
+    (lambda p: p["teacher"].update(init="elsewhere/g.pth"), "teacher.init: elsewhere/g.pth lies outside data/pretrained/"),
+])
+def test_check_refuses_a_bad_params_file_in_one_line(tmp_path, capsys, demo_params, change, expected):
+    change(demo_params)
+    path = _write(tmp_path / "study", demo_params)
+    assert _check(path) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and str(path) in err  # one line, naming the file
+
+
+def test_check_refuses_a_key_given_twice(tmp_path, capsys):
+    text = (ROOT / "params.yaml").read_text()
+    path = _write(tmp_path, text.replace("prune: 0.3 ", "prune: 0.3\nprune: 0.5 ", 1))
+    assert _check(path) == 2
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("prune: 0.3"))
+    assert capsys.readouterr().err == f"error: {path}: prune: given twice (lines {line} and {line + 1}); keep one.\n"
+
+
+def test_check_finds_teacher_init_beside_the_params_file(tmp_path, capsys, demo_params, monkeypatch):
+    study = tmp_path / "study"
+    (study / "data/pretrained").mkdir(parents=True)
+    torch.save(RRDBNet(RRDBArgs(num_feat=4, num_block=1, num_grow_ch=4)).state_dict(), study / "data/pretrained/g.pth")
+    demo_params["teacher"]["init"] = "data/pretrained/g.pth"
+    _write(study, demo_params)
+    monkeypatch.chdir(tmp_path)  # not the study's folder: paths are relative to the params file, as for its stages
+    main(["check", "study/params.yaml"])
+    assert capsys.readouterr().out == "study/params.yaml: valid (demo profile, 4 prune ratios x 3 widths)\n"
 
 
 def test_upscale_a_folder_with_a_student(tmp_path):

@@ -110,6 +110,61 @@ def test_non_finite_floats_are_refused(demo_params, key, value):
     assert _error(demo_params).startswith(f"params.yaml: {key}: Input should be a finite number (got ")
 
 
-def test_scientific_notation_without_dot_is_a_float(demo_params):
-    demo_params["teacher"]["lr"] = "1e-4"  # what PyYAML makes of `lr: 1e-4`
-    assert config.parse(demo_params).teacher.lr == 1e-4
+def _load(tmp_path, text: str) -> config.Params:
+    (tmp_path / "params.yaml").write_text(text)
+    return config.load(tmp_path / "params.yaml")
+
+
+def test_scientific_notation_without_dot_is_a_float(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("  lr: 2.0e-4 ", "  lr: 1e-4   ", 1)
+    assert "lr: 1e-4" in text  # PyYAML alone reads YAML 1.1's `1e-4` as a string; DVC's YAML 1.2 reads a float
+    assert _load(tmp_path, text).teacher.lr == 1e-4
+
+
+@pytest.mark.parametrize("keep", [["conv_frist"], ["conv_first", "body.2.rdb1.conv1"], ["body.0"], ["body.0.rdb1.conv6"]])
+def test_pruning_keep_names_a_teacher_conv(demo_params, keep):
+    demo_params["pruning"]["keep"] = keep  # the demo teacher has 2 RRDB blocks: body.0 and body.1
+    bad = [name for name in keep if name != "conv_first"]
+    assert _error(demo_params) == (f"params.yaml: pruning.keep: {bad} are not conv layers of the teacher "
+                                   "(conv_first, body.0.rdb1.conv1 ... conv_last); use BasicSR's names.")
+
+
+def test_pruning_keep_takes_every_conv_of_the_teacher(demo_params):
+    demo_params["pruning"]["keep"] = ["conv_first", "body.1.rdb3.conv5", "conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+    assert config.parse(demo_params).pruning.keep[1] == "body.1.rdb3.conv5"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("grid:\n  prune: [0.3]\n  width: [4]\n  prune: [0.5]\n", "grid.prune: given twice (lines 2 and 4); keep one."),
+    ("prune: 0.3\nbase: {}\nprune: 0.5\n", "prune: given twice (lines 1 and 3); keep one."),
+    ("data:\n  test:\n    - a: 1\n      a: 2\n", "data.test.0.a: given twice (lines 3 and 4); keep one."),
+])
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, text, expected):
+    with pytest.raises(UserError) as info:
+        _load(tmp_path, text)
+    assert str(info.value) == f"{tmp_path / 'params.yaml'}: {expected}"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("grid.prune", ["0.3", 0.5], "grid.prune.0: Input should be a valid number (got '0.3')"),
+    ("prune", "0.3", "prune: Input should be a valid number (got '0.3')"),
+    ("teacher.lr", "2e-4", "teacher.lr: Input should be a valid number (got '2e-4')"),
+    ("teacher.betas", ["0.9", 0.99], "teacher.betas.0: Input should be a valid number (got '0.9')"),
+    ("net.num_block", 2.0, "net.num_block: Input should be a valid integer (got 2.0)"),
+    ("net.num_block", "2", "net.num_block: Input should be a valid integer (got '2')"),
+    ("teacher.batch_size", True, "teacher.batch_size: Input should be a valid integer (got True)"),
+    ("base.compile", "false", "base.compile: Input should be a valid boolean (got 'false')"),
+    ("data.train", [1], "data.train.0: Input should be a valid string (got 1)"),
+])
+def test_a_value_of_the_wrong_type_is_refused_not_coerced(demo_params, key, value, expected):
+    block, _, last = key.rpartition(".")
+    (demo_params[block] if block else demo_params)[last] = value
+    assert _error(demo_params) == f"params.yaml: {expected}."
+
+
+def test_integers_are_floats_and_yaml_lists_are_tuples(demo_params):
+    demo_params["teacher"].update(lr=1, betas=[0, 1 - 1e-3])
+    demo_params["grid"]["prune"] = [0, 0.3]
+    p = config.parse(demo_params)
+    assert p.teacher.lr == 1.0 and isinstance(p.teacher.lr, float)
+    assert p.teacher.betas == (0.0, 0.999) and p.grid.prune == [0.0, 0.3]

@@ -18,7 +18,7 @@ from esrkd.dist import World, shard, torchrun_args
 from esrkd.errors import UserError
 from esrkd.train import Engine, Generator, TrainState
 
-from .conftest import ROOT, demo
+from .conftest import COMMAND_TIMEOUT, ROOT, demo
 
 
 def _free_port() -> int:
@@ -84,7 +84,7 @@ def _teacher(cwd, params, out, env=None):
 
 
 def _done(process) -> str:
-    _, err = process.communicate(timeout=600)
+    _, err = process.communicate(timeout=COMMAND_TIMEOUT)
     assert process.returncode == 0, err
     return err
 

@@ -9,12 +9,12 @@ import yaml
 from esrkd.arch import count_params
 from esrkd.checkpoint import load_generator
 
-from .conftest import ROOT
+from .conftest import COMMAND_TIMEOUT, ROOT
 
 
 def _stage(cwd, name, *args):
     done = subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 

@@ -1,63 +1,32 @@
 """End to end: the whole DAG with `dvc repro` on a tiny configuration in a temporary git repo."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
-from .conftest import ROOT, tiny
-
-BIN = Path(sys.executable).parent
-
-
-def _run(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def _ran(log: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", log)
-
-
-def _new_repo(repo: Path) -> Path:
-    for item in ("dvc.yaml", "stages", "src", "data/raw/README.md", "data/pretrained/README.md", "data/paper_tables.csv"):
-        src, dst = ROOT / item, repo / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")) if src.is_dir() else shutil.copy(src, dst)
-    params = tiny()
-    params["data"]["test"]["MIV"] = ["data/raw/MIV"]  # not public: skipped, and the report says so
-    params["data"]["train_subimages"] = {"size": 128, "step": 64}  # astronaut (512x512): 7 x 7, read when drawn
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(repo, "git", "init", "-q")
-    _run(repo, "git", "config", "user.name", "esrkd test")
-    _run(repo, "git", "config", "user.email", "test@esrkd.invalid")
-    _run(repo, "dvc", "init", "-q")
-    _run(repo, "dvc", "config", "core.autostage", "true")
-    _run(repo, "git", "add", "-A")
-    _run(repo, "git", "commit", "-qm", "tiny")
-    return repo
+from .conftest import COMMAND_TIMEOUT, ENV, Built, copy_repo, ran, run
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    return _new_repo(tmp_path_factory.mktemp("pipeline"))
+def repo(tiny_dag: Built, tmp_path_factory) -> Path:
+    """This module's own copy of the session's tiny DAG, built from scratch (tests here change it in turn)."""
+    return copy_repo(tiny_dag.repo, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
-def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
-    log = _run(repo, "dvc", "repro")
+def test_repro_runs_every_stage_then_nothing_then_only_report(tiny_dag, repo):
+    log = tiny_dag.log  # the shared build's `dvc repro`, from scratch; `repo` is a copy of it
     expected = {"prepare", "teacher", "prune", "distill@0.3-4", "distill@0.5-4",
                 "ablate@0.3-4", "evaluate_teacher", "evaluate", "export", "report"}
-    assert set(_ran(log)) == expected and len(_ran(log)) == len(expected)
+    assert set(ran(log)) == expected and len(ran(log)) == len(expected)
 
     md = (repo / "reports/tables.md").read_text()
     assert "Profile: **test**" in md and "tiny (1 images). Not run (folder not found): MIV (data/raw/MIV). Averages cover the sets that ran only" in md
@@ -86,15 +55,13 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(repo):
     assert "ONNX fp16 (MB)" in md
     assert not list(repo.rglob(".*.tmp-*"))  # nothing half-written left behind
 
-    assert _ran(_run(repo, "dvc", "repro")) == []
+    assert ran(run(repo, "dvc", "repro")) == []  # in the copy too: its files and cache are the build's
 
-    _run(repo, "git", "add", "-A")
-    _run(repo, "git", "commit", "-qm", "baseline results")
-    log = _run(repo, "dvc", "exp", "run", "-S", "prune=0.5")
-    assert _ran(log) == ["report"]
+    log = run(repo, "dvc", "exp", "run", "-S", "prune=0.5")
+    assert ran(log) == ["report"]
     t2 = pd.read_csv(repo / "reports/table2.csv")
     assert (t2.teacher_prune == 0.5).all()
-    diff = _run(repo, "dvc", "metrics", "diff")
+    diff = run(repo, "dvc", "metrics", "diff")
     assert re.search(r"table2\.teacher\.teacher_prune\s+0\.3\s+0\.5", diff), diff
 
 
@@ -105,55 +72,65 @@ def _out_hashes(lock_text: str) -> dict[str, str]:
             if not out["path"].startswith(("timings/", "reports/"))}
 
 
-def test_two_fresh_runs_give_bitwise_equal_weights_and_metrics(repo, tmp_path):
-    other = _new_repo(tmp_path / "again")
-    _run(other, "dvc", "repro")
-    # the first repo's baseline commit holds its plain `dvc repro` (its workspace has since run an experiment)
-    first = _out_hashes(_run(repo, "git", "show", "HEAD:dvc.lock"))
-    second = _out_hashes((other / "dvc.lock").read_text())
+def test_two_fresh_runs_give_bitwise_equal_weights_and_metrics(tiny_dags):
+    first, second = (_out_hashes((built.repo / "dvc.lock").read_text()) for built in tiny_dags)  # two independent builds
     assert "models/teacher" in first and "metrics/students" in first and "metrics/teachers" in first and "models/ablations/none-4" in first
     assert first == second
 
 
-def test_queued_experiments_train_grid_cells_in_parallel_and_repro_gathers_them(tmp_path):
+def _stop_queue(repo: Path) -> None:
+    """`dvc queue stop`, then kill what is left of the queue's workers: every process working inside `repo`."""
+    with suppress(subprocess.TimeoutExpired):
+        subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    inside = [p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] and Path(p.info["cwd"]).is_relative_to(repo)]
+    for proc in inside:
+        with suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(inside, timeout=30)
+
+
+def test_queued_experiments_train_grid_cells_in_parallel_and_repro_gathers_them(tiny_dag, tmp_path):
     """README's recipe: teachers once, one queued experiment per width naming its cells, run side by side
-    (-j 2), then the full grid's `dvc repro` takes every cell from DVC's run-cache."""
-    repo = _new_repo(tmp_path / "queue")
+    (-j 2), then the full grid's `dvc repro` takes every cell from DVC's run-cache.
+
+    The teachers come with a copy of the shared build; a new distill.lr makes every cell train here."""
+    repo = copy_repo(tiny_dag.repo, tmp_path / "queue").resolve()
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["grid"]["width"] = [2, 4]
+    params["distill"]["lr"] /= 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(repo, "dvc", "repro", "prune")
-    _run(repo, "git", "add", "-A")
-    _run(repo, "git", "commit", "-qm", "teachers")
-    cells = _run(repo, "dvc", "stage", "list", "--name-only").split()
+    assert ran(run(repo, "dvc", "repro", "prune")) == []
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "two widths, another distill.lr")
+    cells = run(repo, "dvc", "stage", "list", "--name-only").split()
     for width in (2, 4):
         mine = [c for c in cells if c.startswith(("distill@", "ablate@")) and c.endswith(f"-{width}")]
-        _run(repo, "dvc", "exp", "run", "--queue", "-n", f"w{width}", *mine)
-    _run(repo, "dvc", "queue", "start", "-j", "2")
-    for _ in range(300):  # the workers run in the background
-        status = _run(repo, "dvc", "queue", "status")
-        if not re.search(r"Queued|Running", status):
-            break
-        time.sleep(2)
+        run(repo, "dvc", "exp", "run", "--queue", "-n", f"w{width}", *mine)
+    try:
+        run(repo, "dvc", "queue", "start", "-j", "2", log=tmp_path / "queue-start.log")  # its workers outlive it
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while re.search(r"Queued|Running", status := run(repo, "dvc", "queue", "status")) and time.monotonic() < deadline:
+            time.sleep(5)  # the workers run in the background
+    finally:
+        _stop_queue(repo)
     assert re.search(r"w2\s.*Success", status) and re.search(r"w4\s.*Success", status), status
 
-    log = _run(repo, "dvc", "repro")
+    log = run(repo, "dvc", "repro")
     restored = re.findall(r"Stage '([^']+)' is cached - skipping run", log)
     assert sorted(restored) == ["ablate@0.3-4", "distill@0.3-2", "distill@0.3-4", "distill@0.5-2", "distill@0.5-4"]
-    assert not [s for s in _ran(log) if s.startswith(("distill", "ablate", "teacher", "prune"))]
+    assert not [s for s in ran(log) if s.startswith(("distill", "ablate", "teacher", "prune"))]
     t2 = pd.read_csv(repo / "reports/table2.csv")
     assert t2.model.unique().tolist() == ["teacher", "student-2", "student-4"]
 
 
 def test_a_new_test_set_reruns_prepare_evaluation_and_report_not_training(repo):
     """A private test set dropped into data/raw costs an evaluation, not a re-trained teacher and grid."""
-    _run(repo, "dvc", "repro")  # a no-op after the tests above; the whole DAG when this test runs alone
+    run(repo, "dvc", "repro")  # a no-op after the tests above (the copy is built)
     (repo / "data/raw/newset").mkdir()
     shutil.copy(repo / "data/prepared/test/tiny/HR/chelsea.png", repo / "data/raw/newset/chelsea.png")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["test"]["newset"] = ["data/raw/newset"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = _ran(_run(repo, "dvc", "repro"))
-    assert sorted(ran) == ["evaluate", "evaluate_teacher", "prepare", "report"]  # no teacher, prune, distill, ablate, export
+    assert sorted(ran(run(repo, "dvc", "repro"))) == ["evaluate", "evaluate_teacher", "prepare", "report"]  # no teacher, prune, distill, ablate, export
     scored = [json.loads(f.read_text())["sets"]["newset"]["n_images"] for f in (repo / "metrics").rglob("*.json")]
     assert scored == [1] * 6  # every model: 2 pruned teachers, 2 students, 2 ablations

@@ -26,7 +26,7 @@ def test_concurrent_stages_each_claim_a_gpu_of_their_own(tmp_path):
     (tmp_path / "b").mkdir()
     holder = subprocess.Popen([sys.executable, "-c", code + "; import time; time.sleep(30)"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "0"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "1"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "1"
     holder.kill()
-    holder.wait()
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "0"
+    holder.wait(timeout=30)
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "0"

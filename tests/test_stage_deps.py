@@ -191,7 +191,7 @@ def test_the_lock_file_holds_the_stages_of_its_dvc_yaml_and_no_others(dvc_file):
     after every stage it runs: 27 stale entries cost each stage ~0.65 s."""
     folder = (ROOT / dvc_file).parent
     listed = subprocess.run([str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only"], cwd=folder,
-                            capture_output=True, text=True, check=True).stdout.split()
+                            capture_output=True, text=True, check=True, timeout=120).stdout.split()
     lock = folder / "dvc.lock"
     locked = yaml.safe_load(lock.read_text())["stages"] if lock.is_file() or dvc_file not in IN_PROGRESS else {}
     stale, missing = sorted(set(locked) - set(listed)), sorted(set(listed) - set(locked))

@@ -110,17 +110,56 @@ def test_teacher_stage_starts_from_an_original_esrgan_file(tmp_path, monkeypatch
     assert not (tmp_path / "teacher2").exists()
 
 
-def test_init_files_must_lie_where_dvc_tracks_them(tmp_path, monkeypatch):
+def test_init_files_must_exist_where_dvc_tracks_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the stage's folder: paths in params are relative to it
+    for name in ("g.pth", "x4/g.param", "x4/g.bin"):
+        (tmp_path / "data/pretrained" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data/pretrained" / name).write_bytes(b"x")
     for init in ("data/pretrained/g.pth", "data/pretrained/x4/g.param", str(tmp_path / "data/pretrained/g.pth"),
                  "realsr-df2k", "realesrgan-x4plus"):  # the names' files come with a pip package
         check_tracked_init(init)
     for init in ("g.pth", "data/raw/pretrained/g.pth", "data/pretrained/../g.pth", "/elsewhere/g.pth"):
-        with pytest.raises(UserError, match=rf"^params.yaml teacher.init: {re.escape(init)} lies outside data/pretrained/; "
+        with pytest.raises(UserError, match=rf"^params.yaml: teacher.init: {re.escape(init)} lies outside data/pretrained/; "
                                             r"move it into data/pretrained/ so DVC tracks it\.$"):
+            check_tracked_init(init)
+    (tmp_path / "data/pretrained/x4/g.bin").unlink()
+    for init, missing in (("data/pretrained/typo.pth", "typo.pth"), ("data/pretrained/x4/g.param", "x4/g.bin")):
+        with pytest.raises(UserError, match=rf"^params.yaml: teacher.init: data/pretrained/{missing} does not exist; "):
             check_tracked_init(init)
     with pytest.raises(UserError, match="realsr-x9: neither a file nor a known pretrained generator name"):
         check_tracked_init("realsr-x9")
     (tmp_path / "realsr-df2k").write_bytes(b"x")  # a file named like a known name is that file
     with pytest.raises(UserError, match="realsr-df2k lies outside data/pretrained/"):
         check_tracked_init("realsr-df2k")
+
+
+def test_init_paths_are_relative_to_the_params_file(tmp_path):
+    study = tmp_path / "studies/x"
+    (study / "data/pretrained").mkdir(parents=True)
+    (study / "data/pretrained/g.pth").write_bytes(b"x")
+    check_tracked_init("data/pretrained/g.pth", study / "params.yaml")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(study))}/params.yaml: teacher.init: {re.escape(str(study))}/data/pretrained/h.pth does"):
+        check_tracked_init("data/pretrained/h.pth", study / "params.yaml")
+
+
+class _Pwn:
+    """Unpickling it would run code: it writes the file named."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_file_carrying_code_is_refused_without_running_it(tmp_path, net):
+    witness = tmp_path / "pwned"
+    torch.save({"params": net.state_dict(), "extra": _Pwn(witness)}, tmp_path / "g.pth")
+    with pytest.raises(UserError) as info:
+        load_pretrained_generator(tmp_path / "g.pth")
+    assert str(info.value) == (f"{tmp_path / 'g.pth'}: holds Python objects besides tensors (io.open), "
+                               "and esrkd loads tensors only; save a state dict of plain tensors.")
+    assert not witness.exists()  # no code ran
+    (tmp_path / "junk.pth").write_bytes(b"x" * 32)  # unpickled as garbage: torch's advice to trust the file stays out too
+    with pytest.raises(UserError, match=r"^\S+junk.pth: not a readable PyTorch weights file \(UnpicklingError\)\.$"):
+        load_pretrained_generator(tmp_path / "junk.pth")

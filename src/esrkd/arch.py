@@ -113,6 +113,13 @@ class RRDBNet(nn.Module):
         return self.forward_features(x, [])[0]
 
 
+def conv_names(args: RRDBArgs) -> list[str]:
+    """RRDBNet's conv layers by name, in BasicSR's order (conv_first, body.0.rdb1.conv1, ..., conv_last), without
+    building the network: params validation calls it (tests/test_arch.py pins it to the built network)."""
+    body = [f"body.{i}.rdb{r}.conv{c}" for i in range(args.num_block) for r in (1, 2, 3) for c in range(1, 6)]
+    return ["conv_first", *body, "conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+
+
 class VGGStyleDiscriminator(nn.Module):
     """ESRGAN's discriminator: five stride-2 stages, then two linear layers.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +28,13 @@ def read(path: Path, if_missing: str = "weights file not found; run the stage th
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise UserError(f"{path}: not a readable PyTorch weights file ({type(err).__name__}: {err}).") from None
+        # torch's unpickling errors advise weights_only=False, i.e. running the code a file may carry: never ours to pass on
+        refused = isinstance(err, pickle.UnpicklingError)
+        if refused and (found := re.search(r"GLOBAL (\S+)", str(err))):
+            raise UserError(f"{path}: holds Python objects besides tensors ({found[1]}), and esrkd loads tensors only; "
+                            "save a state dict of plain tensors.") from None
+        reason = type(err).__name__ if refused else f"{type(err).__name__}: {err}"
+        raise UserError(f"{path}: not a readable PyTorch weights file ({reason}).") from None
 
 
 def load(path: Path, required: tuple[str, ...]) -> dict:

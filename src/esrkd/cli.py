@@ -26,6 +26,10 @@ def _check(args: argparse.Namespace) -> None:
             check_packaged(sources)
         except UserError as err:
             raise UserError(f"{args.params}: {key}: {err}") from None
+    if p.teacher.init:  # resolved as the teacher stage resolves it, from the params file's folder
+        from esrkd.weights import check_tracked_init
+
+        check_tracked_init(p.teacher.init, args.params)
     print(f"{args.params}: valid ({p.base.profile} profile, {len(p.grid.prune)} prune ratios x {len(p.grid.width)} widths)")
 
 

@@ -1,19 +1,21 @@
 """Every knob of the pipeline, typed and validated: the only module that reads params.yaml.
 
-`load()` turns the YAML into frozen pydantic models; any unknown key, wrong type or value out of
-range stops with one sentence that names the file and the dotted key.
+`load()` turns the YAML into frozen pydantic models; any unknown key, key given twice, wrong type or
+value out of range stops with one sentence that names the file and the dotted key. Types are strict:
+a quoted "0.3" is a string, not a number (an integer still counts as a float).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError, model_validator
 
-from esrkd.arch import DiscArgs, RRDBArgs
+from esrkd.arch import DiscArgs, RRDBArgs, conv_names
 from esrkd.errors import UserError
 
 PARAMS_FILE = "params.yaml"
@@ -41,7 +43,8 @@ def prune_ratio(text: str) -> float:
 
 class _Block(BaseModel):
     # allow_inf_nan=False: YAML's .inf and .nan are floats, and Field(gt=0) lets .inf through.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict: no "0.3" -> 0.3 or 1.0 -> 1 coercion; a quoted number is a mistake to say, not to guess at.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class Base(_Block):
@@ -96,7 +99,7 @@ class Train(_Block):
     batch_size: int = Field(gt=0)
     num_workers: int = Field(ge=0)  # DataLoader worker processes
     lr: float = Field(gt=0)  # Adam learning rate of G and D
-    betas: tuple[float, float]  # Adam betas (BasicSR: 0.9, 0.99)
+    betas: Annotated[tuple[float, float], Strict(False)]  # Adam betas (BasicSR: 0.9, 0.99); a YAML list, each item strict
     warmup_iters: int = Field(ge=0)  # PSNR-oriented phase: L1 only (plus distillation for students)
     gan_iters: int = Field(ge=0)  # GAN phase: weighted L1 + perceptual + relativistic GAN
     lr_milestones: list[int]  # iterations at which the learning rate halves
@@ -219,6 +222,10 @@ class Params(_Block):
             bad = [i for i in self.distill.layers if not 0 <= i < self.net.num_block]
             if bad:
                 raise ValueError(f"distill.layers: {bad} are not RRDB blocks 0..{self.net.num_block - 1}")
+        convs = conv_names(self.teacher_arch)
+        if bad := [name for name in self.pruning.keep if name not in convs]:
+            raise ValueError(f"pruning.keep: {bad} are not conv layers of the teacher ({convs[0]}, {convs[1]} ... {convs[-1]}); "
+                             "use BasicSR's names")
         return self
 
     @property
@@ -267,6 +274,31 @@ def parse(raw: object, source: Path | str = PARAMS_FILE) -> Params:
         raise UserError(_describe(err, path)) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-4` as a float (YAML 1.1 wants `1.0e-4`; DVC's YAML 1.2 reader agrees)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _repeated_key(node: yaml.Node | None, key: str = "") -> str | None:
+    """'dotted.key: given twice (lines a and b)' for the first key repeated within one mapping, else None.
+    PyYAML itself keeps the last value without a word."""
+    children = [(f"{key}.{i}", item) for i, item in enumerate(node.value)] if isinstance(node, yaml.SequenceNode) else []
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for k, v in node.value:
+            dotted = f"{key}.{k.value}" if key else str(k.value)
+            if k.value in lines:
+                return f"{dotted}: given twice (lines {lines[k.value]} and {k.start_mark.line + 1}); keep one"
+            lines[k.value] = k.start_mark.line + 1
+            children.append((dotted, v))
+    for dotted, child in children:
+        if found := _repeated_key(child, dotted):
+            return found
+    return None
+
+
 def override(raw: dict, assignments: list[str], source: Path | str = PARAMS_FILE) -> dict:
     """`raw` with each "dotted.key=value" (the value read as YAML) set, as `dvc exp run -S` sets params: a study
     cell varies a few knobs of one params file this way. The key must exist already."""
@@ -278,7 +310,7 @@ def override(raw: dict, assignments: list[str], source: Path | str = PARAMS_FILE
             block = block.get(name) if isinstance(block, dict) else None
         if not sep or not isinstance(block, dict) or leaf not in block:
             raise UserError(f"{source}: --set {assignment}: give an existing dotted key and a value, as in distill.distill_weight=0.05.")
-        block[leaf] = yaml.safe_load(text)
+        block[leaf] = yaml.load(text, Loader=_Loader)
     return raw
 
 
@@ -288,8 +320,12 @@ def load(path: Path | str = PARAMS_FILE, assignments: list[str] = ()) -> Params:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such params file; run from the project root or pass --params.")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        repeated = _repeated_key(yaml.compose(text, Loader=_Loader))
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err}).") from None
+    if repeated:
+        raise UserError(f"{path}: {repeated}.")
     return parse(override(raw, list(assignments), path) if assignments else raw, path)

@@ -95,29 +95,34 @@ def _packaged_param(name: str) -> Path:
 PRETRAINED_DIR = Path("data/pretrained")
 
 
-def _is_packaged(init: Path | str) -> bool:
+def _is_packaged(init: Path | str, root: Path = Path()) -> bool:
     """Whether a teacher.init value is a PRETRAINED name; a file of that name, if any, wins."""
-    return not Path(init).exists() and str(init) in PRETRAINED
+    return not (root / init).exists() and str(init) in PRETRAINED
 
 
-def check_tracked_init(init: str) -> None:
-    """Stage start: a teacher.init file must lie in data/pretrained/, else DVC would not see it change."""
-    resolve_init(init)  # an unknown name or a missing package is said first, as such
+def check_tracked_init(init: str, params: Path = Path("params.yaml")) -> None:
+    """Before any training (the teacher stage's start, `esrkd check`): teacher.init's files exist and lie in
+    data/pretrained/ beside `params` (where dvc.yaml runs the stages), else DVC would not see them change."""
+    files = resolve_init(init, params)  # an unknown name or a missing package is said first, as such
+    if _is_packaged(init, params.parent):
+        return
     # abspath, not resolve: a symlink in data/pretrained/ is hashed by DVC as the file it points to
-    inside = Path(os.path.abspath(init)).is_relative_to(os.path.abspath(PRETRAINED_DIR))
-    if not inside and not _is_packaged(init):
-        raise UserError(f"params.yaml teacher.init: {init} lies outside {PRETRAINED_DIR}/; "
+    if not Path(os.path.abspath(files[0])).is_relative_to(os.path.abspath(params.parent / PRETRAINED_DIR)):
+        raise UserError(f"{params}: teacher.init: {init} lies outside {PRETRAINED_DIR}/; "
                         f"move it into {PRETRAINED_DIR}/ so DVC tracks it.")
+    if missing := [f for f in files if not f.is_file()]:
+        raise UserError(f"{params}: teacher.init: {missing[0]} does not exist; put the file there or fix the path.")
 
 
-def resolve_init(init: Path | str) -> list[Path]:
-    """The files a teacher.init value stands for: a .pth, or an ncnn .param and its .bin (a name's from its package)."""
-    path = Path(init)
-    if _is_packaged(init):
+def resolve_init(init: Path | str, params: Path = Path("params.yaml")) -> list[Path]:
+    """The files a teacher.init value stands for: a .pth, or an ncnn .param and its .bin (a name's from its
+    package). A path is relative to the folder of `params`."""
+    path = params.parent / init
+    if _is_packaged(init, params.parent):
         path = _packaged_param(str(init))
     elif not path.exists() and not path.suffix:
         raise UserError(f"{init}: neither a file nor a known pretrained generator name "
-                              f"({', '.join(PRETRAINED)}); fix teacher.init in params.yaml.")
+                        f"({', '.join(PRETRAINED)}); fix teacher.init in {params}.")
     return [path, path.with_suffix(".bin")] if path.suffix == ".param" else [path]
 
 
