@@ -152,7 +152,7 @@ def export_ncnn(net: RRDBNet, path: Path) -> int:
     convs, args, names = read_graph(param)  # esrkd's reader: the graph is an RRDBNet, and the order of its convs
     assert args == net.args, f"pnnx's graph is {args}, not {net.args}"
     with atomic_file(weights) as tmp:
-        write_weights(tmp, net.state_dict(), names, fp16=True)
+        write_weights(tmp, net.state_dict(), names)
     return param.stat().st_size + weights.stat().st_size
 
 

