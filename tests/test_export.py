@@ -12,7 +12,9 @@ import torch
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import save_generator
 from esrkd.cli import main
-from esrkd.export import export_onnx, onnx_max_abs_diffs, onnx_model, save_onnx
+from esrkd import export
+from esrkd.errors import UserError
+from esrkd.export import export_ncnn, export_onnx, onnx_max_abs_diffs, onnx_model, save_onnx
 
 from .conftest import ROOT
 
@@ -109,3 +111,12 @@ def test_stage_exports_every_model_and_records_sizes(net, tmp_path, monkeypatch)
     assert teacher["ncnn_bytes"] == sum((tmp_path / "out" / f"teacher.{s}").stat().st_size for s in ("param", "bin"))
     assert teacher["params_bytes"] == 4 * teacher["params"]
     assert teacher["onnx_max_abs_diff"] < ONNX_TOL and teacher["onnx_fp16_max_abs_diff"] < FP16_TOL
+
+
+def test_a_pnnx_that_fails_is_named_and_leaves_no_file(tmp_path, monkeypatch):
+    """pnnx's memory grows steeply with the block count (23 blocks: over 20 GB); under its cap it fails cleanly."""
+    monkeypatch.setattr(export, "PNNX_MEMORY", 64 << 20)  # as a 23-block net meets the real cap
+    net = RRDBNet(RRDBArgs(num_feat=6, num_block=1, num_grow_ch=4))  # a shape no other test converts (cached)
+    with pytest.raises(UserError, match=r"pnnx could not convert an RRDBNet with RRDBArgs\(num_feat=6.*ship ONNX instead"):
+        export_ncnn(net, tmp_path / "g.param")
+    assert list(tmp_path.iterdir()) == []

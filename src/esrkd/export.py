@@ -17,7 +17,9 @@ esrkd.fid, whose Inception ships only as TorchScript) converts one network per a
 blobs are renamed `data`/`output` as in RealSR's and Real-ESRGAN's files, its side files are left
 in a temporary folder, and every network's .bin is written by esrkd.ncnn.write_weights in pnnx's
 layout (fp16 weights with ncnn's fp16 tag, fp32 biases), one run of pnnx serving every network of
-an architecture (~3 s each). Its fp16 rounding is numpy's (nearest, ties to even, subnormals kept);
+an architecture (~3 s each). pnnx's memory grows steeply with the block count (measured peak RSS: 16
+blocks 0.65 GB, 20 blocks 3 GB, 23 blocks over 20 GB, OOM-killed here), so it runs under an 8 GB cap and
+a 23-block network gets no ncnn file: a UserError for `esrkd export`, a note in the export stage. Its fp16 rounding is numpy's (nearest, ties to even, subnormals kept);
 pnnx flushes fp16 subnormals to zero and rounds ties up: 0.6% of a student's values differ, by 1 ulp
 or by under 6.1e-5 (tests/test_ncnn.py).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import resource
 import subprocess
 import tempfile
 from functools import cache
@@ -37,6 +40,7 @@ import torch
 from onnx import numpy_helper
 
 from esrkd.arch import RRDBArgs, RRDBNet
+from esrkd.errors import UserError
 from esrkd.ncnn import read_graph, write_weights
 from esrkd.outputs import atomic_file
 
@@ -119,6 +123,13 @@ def _fp16_initializers(graph: onnx.GraphProto) -> None:
     graph.node.extend(nodes)
 
 
+PNNX_MEMORY = 8 << 30  # bytes of address space pnnx may take: it fails cleanly instead of draining a shared machine
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (PNNX_MEMORY, PNNX_MEMORY))
+
+
 @cache
 def _ncnn_param(args: RRDBArgs) -> str:
     """The text of RRDBNet(args)'s ncnn .param, made by pnnx, blobs renamed (module docstring)."""
@@ -131,7 +142,12 @@ def _ncnn_param(args: RRDBArgs) -> str:
         # its binary, not pnnx.convert, which also imports the Python model it writes; a second input
         # size marks height and width dynamic
         shapes = [f"inputshape{n}=[1,{args.num_in_ch},{side},{side}]f32" for n, side in (("", 16), ("2", 24))]
-        subprocess.run([pnnx.EXEC_PATH, pt.name, *shapes, "device=cpu"], cwd=tmp, capture_output=True, check=True, timeout=600)
+        done = subprocess.run([pnnx.EXEC_PATH, pt.name, *shapes, "device=cpu"], cwd=tmp, capture_output=True, timeout=600,
+                              preexec_fn=_cap_memory)
+        if done.returncode != 0:
+            raise UserError(f"pnnx could not convert an RRDBNet with {args} (exit {done.returncode}); its memory grows "
+                            f"steeply with the block count (16 blocks 0.65 GB, 20 blocks 3 GB, 23 past {PNNX_MEMORY >> 30} GB): "
+                            "ship ONNX instead.")
         lines = (Path(tmp) / "g.ncnn.param").read_text().splitlines()
     names = {"in0": NCNN_INPUT, "out0": NCNN_OUTPUT}
     for i, line in enumerate(lines[2:], start=2):

@@ -476,7 +476,7 @@ def export_sizes(results: pd.DataFrame, exports: Path | None) -> pd.DataFrame:
             sizes[(float(path.parent.name), name)] = s
     # the export stage names models by model_name too, so a model's name is its key in sizes.json
     found = [sizes.get((r.teacher_prune, r.model), {}) for r in results.itertuples()]
-    return results.assign(**{col: [s[key] / 1e6 if key in s else None for s in found] for col, key in columns.items()})
+    return results.assign(**{col: [s[key] / 1e6 if s.get(key) is not None else None for s in found] for col, key in columns.items()})
 
 
 def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_label: str, src: Inputs, out: Path) -> list[str]:
