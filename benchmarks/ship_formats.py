@@ -30,6 +30,7 @@ from tabulate import tabulate
 from cpu_quiet import timed, wait_quiet  # benchmarks/ is on sys.path when a script in it runs
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import load_generator
+from esrkd.errors import UserError
 from esrkd.export import export_ncnn, export_onnx
 
 
@@ -59,8 +60,11 @@ def measure(name: str, net: RRDBNet, tile: int, runs: int, threads: int, folder:
     torch.save(net.state_dict(), buffer)
     sizes = {"PyTorch": buffer.getbuffer().nbytes,
              "ONNX": export_onnx(net, folder / f"{name}.onnx"),
-             "ONNX fp16": export_onnx(net, folder / f"{name}.fp16.onnx", fp16=True),
-             "ncnn": export_ncnn(net, folder / f"{name}.param")}
+             "ONNX fp16": export_onnx(net, folder / f"{name}.fp16.onnx", fp16=True)}
+    try:
+        sizes["ncnn"] = export_ncnn(net, folder / f"{name}.param")
+    except UserError as err:  # pnnx runs out of memory on 23-block nets (esrkd.export)
+        print(f"{name}: no ncnn: {err}")
 
     def torch_run(dtype):
         def run():
@@ -72,11 +76,12 @@ def measure(name: str, net: RRDBNet, tile: int, runs: int, threads: int, folder:
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     sessions = {k: ort.InferenceSession(str(folder / f"{name}{s}"), options, providers=["CPUExecutionProvider"])
                 for k, s in (("ONNX", ".onnx"), ("ONNX fp16", ".fp16.onnx"))}
+    formats = {"PyTorch fp32": torch_run(None), "PyTorch bf16": torch_run(torch.bfloat16),
+               "onnxruntime fp32": lambda: sessions["ONNX"].run(None, {"lr": x.numpy()}),
+               "onnxruntime fp16 weights": lambda: sessions["ONNX fp16"].run(None, {"lr": x.numpy()})}
     runtime = ncnn.Net()
     runtime.opt.use_vulkan_compute = False
     runtime.opt.num_threads = threads
-    runtime.load_param(str(folder / f"{name}.param"))
-    runtime.load_model(str(folder / f"{name}.bin"))
     pixels = np.ascontiguousarray((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
 
     def ncnn_run():
@@ -86,10 +91,12 @@ def measure(name: str, net: RRDBNet, tile: int, runs: int, threads: int, folder:
         ex.input("data", mat)
         ex.extract("output")
 
-    latency = interleaved({"PyTorch fp32": torch_run(None), "PyTorch bf16": torch_run(torch.bfloat16),
-                           "onnxruntime fp32": lambda: sessions["ONNX"].run(None, {"lr": x.numpy()}),
-                           "onnxruntime fp16 weights": lambda: sessions["ONNX fp16"].run(None, {"lr": x.numpy()}),
-                           "ncnn fp16": ncnn_run}, runs, busy, wait)
+    if "ncnn" in sizes:
+        runtime.load_param(str(folder / f"{name}.param"))
+        runtime.load_model(str(folder / f"{name}.bin"))
+        formats["ncnn fp16"] = ncnn_run
+
+    latency = interleaved(formats, runs, busy, wait)
     return {"model": name, "params (M)": sum(p.numel() for p in net.parameters()) / 1e6,
             **{f"{k} (MB)": v / 1e6 for k, v in sizes.items()}, **{f"{k} (s)": v for k, (v, _) in latency.items()},
             "quiet runs": min(n for _, n in latency.values())}
