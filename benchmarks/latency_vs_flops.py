@@ -240,7 +240,7 @@ def part_frame(nets: dict[str, RRDBNet], args: argparse.Namespace) -> dict:
 
 def whole_frame_upscaler() -> tuple[Callable[[RRDBNet, np.ndarray, int, int], np.ndarray], str]:
     """uint8 LR frame -> uint8 SR frame, tiled: by the project's esrkd.upscale.upscale_image (what
-    `esrkd upscale` runs on the CPU, fp32) when the package has it, else by upscale_tiled here."""
+    `esrkd upscale` runs, here in fp32) when the package has it, else by upscale_tiled here."""
     try:
         from esrkd.upscale import Model, upscale_image
     except ImportError:

@@ -15,7 +15,7 @@ from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import save_generator
 from esrkd.cli import main
 from esrkd.data import read_image, write_png
-from esrkd.evaluate import super_resolve
+from esrkd.tiles import super_resolve
 
 from .conftest import ROOT
 
@@ -82,7 +82,7 @@ def test_upscale_a_folder_with_a_student(tmp_path):
     (tmp_path / "in").mkdir()
     lr = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
     write_png(tmp_path / "in" / "a.png", lr)
-    main(["upscale", str(tmp_path / "net_g.pth"), str(tmp_path / "in"), str(tmp_path / "out")])
+    main(["upscale", str(tmp_path / "net_g.pth"), str(tmp_path / "in"), str(tmp_path / "out"), "--fp32"])
     sr = read_image(tmp_path / "out" / "a.png")
     assert sr.shape == (24, 36, 3)
     assert (sr == super_resolve(net.eval(), lr, torch.device("cpu"))).all()

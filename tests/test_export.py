@@ -1,16 +1,20 @@
-"""ONNX and TorchScript exports of a generator give PyTorch's output, at any image size."""
+"""ONNX and ncnn exports of a generator give PyTorch's output, at any image size."""
 
 import json
 import runpy
 import sys
 
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import save_generator
 from esrkd.cli import main
-from esrkd.export import export_onnx, export_torchscript, onnx_max_abs_diffs, onnx_model, save_onnx
+from esrkd import export
+from esrkd.errors import UserError
+from esrkd.export import export_ncnn, export_onnx, onnx_max_abs_diffs, onnx_model, save_onnx
 
 from .conftest import ROOT
 
@@ -57,21 +61,29 @@ def test_one_trace_gives_both_files_as_two_exports_do(net, onnx_files, tmp_path)
     assert (tmp_path / "g.fp16.onnx").read_bytes() == path16.read_bytes()
 
 
-def test_torchscript_matches_exactly(net, tmp_path):
-    size = export_torchscript(net, tmp_path / "g.pt")
-    assert size == (tmp_path / "g.pt").stat().st_size
-    traced = torch.jit.load(str(tmp_path / "g.pt"))
-    x = torch.rand(1, 3, 13, 21)
+def test_one_graph_serves_every_width_and_no_deprecation_shows(net, recwarn):
+    """The exporter runs once per block count; a network of another width gets its own weights in that graph."""
+    torch.manual_seed(1)
+    other = RRDBNet(RRDBArgs(num_feat=5, num_block=1, num_grow_ch=3)).eval()
+    for t in other.state_dict().values():
+        t.normal_(0, 0.1)  # biases too: the graph must carry every one
+    model = onnx_model(other)
+    assert {i.name for i in model.graph.initializer} >= set(other.state_dict())
+    onnx.checker.check_model(model)
+    x = torch.rand(1, 3, 11, 7)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        assert torch.equal(traced(x), net(x))
+        assert abs(session.run(None, {"lr": x.numpy()})[0] - other(x).numpy()).max() < ONNX_TOL
+    deprecations = [w for w in recwarn if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert not deprecations, deprecations[0].message  # the TorchScript-based exporter warned here
 
 
 def test_cli_exports_beside_the_model_and_refuses_a_foreign_file(net, tmp_path, capsys):
     save_generator(tmp_path / "net_g.pth", net, None, {"role": "teacher"})
     main(["export", str(tmp_path / "net_g.pth"), "--fp16"])
     assert (tmp_path / "net_g.fp16.onnx").stat().st_size > 0
-    main(["export", str(tmp_path / "net_g.pth"), "--format", "torchscript", "--out", str(tmp_path / "ts" / "g.pt")])
-    assert (tmp_path / "ts" / "g.pt").is_file()
+    main(["export", str(tmp_path / "net_g.pth"), "--format", "ncnn", "--out", str(tmp_path / "ncnn" / "g.param")])
+    assert sorted(p.name for p in (tmp_path / "ncnn").iterdir()) == ["g.bin", "g.param"]  # none of pnnx's side files
     capsys.readouterr()
     (tmp_path / "foreign.pth").write_bytes(b"not a checkpoint")
     torch.save({"state_dict": {}}, tmp_path / "other.pth")
@@ -92,8 +104,19 @@ def test_stage_exports_every_model_and_records_sizes(net, tmp_path, monkeypatch)
     runpy.run_path(str(ROOT / "stages" / "export.py"), run_name="__main__")
     sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "sizes.json", "student-4.fp16.onnx", "student-4.onnx", "teacher.fp16.onnx", "teacher.onnx"]
+        "sizes.json", "student-4.bin", "student-4.fp16.onnx", "student-4.onnx", "student-4.param",
+        "teacher.bin", "teacher.fp16.onnx", "teacher.onnx", "teacher.param"]
     teacher = sizes["teacher"]
     assert teacher["onnx_bytes"] == (tmp_path / "out" / "teacher.onnx").stat().st_size
+    assert teacher["ncnn_bytes"] == sum((tmp_path / "out" / f"teacher.{s}").stat().st_size for s in ("param", "bin"))
     assert teacher["params_bytes"] == 4 * teacher["params"]
     assert teacher["onnx_max_abs_diff"] < ONNX_TOL and teacher["onnx_fp16_max_abs_diff"] < FP16_TOL
+
+
+def test_a_pnnx_that_fails_is_named_and_leaves_no_file(tmp_path, monkeypatch):
+    """pnnx's memory grows steeply with the block count (23 blocks: over 20 GB); under its cap it fails cleanly."""
+    monkeypatch.setattr(export, "PNNX_MEMORY", 64 << 20)  # as a 23-block net meets the real cap
+    net = RRDBNet(RRDBArgs(num_feat=6, num_block=1, num_grow_ch=4))  # a shape no other test converts (cached)
+    with pytest.raises(UserError, match=r"pnnx could not convert an RRDBNet with RRDBArgs\(num_feat=6.*ship ONNX instead"):
+        export_ncnn(net, tmp_path / "g.param")
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ from esrkd import weights
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import load_state
 from esrkd.errors import UserError
+from esrkd.export import export_ncnn
 from esrkd.ncnn import FP16_TAG
 from esrkd.weights import init_generator, load_pretrained_generator, resolve_init
 
@@ -278,3 +279,73 @@ def test_teacher_stage_starts_from_an_ncnn_param(tmp_path, monkeypatch, tiny_par
     assert not (tmp_path / "elsewhere").exists()
     saved = torch.load(tmp_path / "teacher/net_g.pth", weights_only=True)
     assert all(torch.equal(saved["params_ema"][k], v) for k, v in pretrained.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A 2-block width-16 student exported by `esrkd export --format ncnn`, its outputs spread over [0, 1]."""
+    torch.manual_seed(0)
+    net = RRDBNet(RRDBArgs(num_feat=16, num_block=2, num_grow_ch=8)).eval()
+    lr = torch.from_numpy(skdata.chelsea()[100:140, 200:248]).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():  # a fresh RRDBNet gives a flat output, where 1 grey level would be a weak test
+        net.conv_last.weight.mul_(0.2 / net(lr).std())
+        net.conv_last.bias.add_(0.5 - net(lr).mean())
+    folder = tmp_path_factory.mktemp("ncnn")
+    export_ncnn(net, folder / "student.param")
+    return net, folder / "student.param"
+
+
+def test_exported_student_runs_in_the_ncnn_runtime_by_realsrs_blob_names(exported):
+    ncnn = pytest.importorskip("ncnn")
+    net, param = exported
+    assert sorted(p.name for p in param.parent.iterdir()) == ["student.bin", "student.param"]  # no pnnx side files
+    lr = skdata.chelsea()[100:140, 200:248]  # a real photo, 48 x 40 LR
+    runtime = ncnn.Net()
+    runtime.opt.use_vulkan_compute = False
+    runtime.opt.num_threads = 1
+    assert runtime.load_param(str(param)) == 0 and runtime.load_model(str(param.with_suffix(".bin"))) == 0
+    mat = ncnn.Mat.from_pixels(np.ascontiguousarray(lr), ncnn.Mat.PixelType.PIXEL_RGB, lr.shape[1], lr.shape[0])
+    mat.substract_mean_normalize([], [1 / 255.0] * 3)
+    ex = runtime.create_extractor()
+    assert ex.input("data", mat) == 0  # the blob names realesrgan-ncnn-vulkan and Upscayl feed and read
+    ret, out = ex.extract("output")
+    assert ret == 0
+    theirs = np.clip(np.array(out), 0, 1) * 255
+    with torch.no_grad():
+        ours = net(torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255)[0].clamp(0, 1).numpy() * 255
+    assert ours.shape == theirs.shape == (3, 160, 192) and ours.std() > 20
+    off = np.abs(np.round(ours) - np.round(theirs))
+    print(f"ncnn runtime (fp16 weights) vs PyTorch: max {np.abs(ours - theirs).max():.3f} grey levels, rounded {off.max():.0f}")
+    assert off.max() <= 1
+
+
+def test_exported_weights_are_pnnxs_and_read_back_into_the_same_rrdbnet(exported, tmp_path):
+    pnnx = pytest.importorskip("pnnx")
+    net, param = exported
+    pnnx.export(net, str(tmp_path / "p.pt"), (torch.rand(1, 3, 16, 16),), (torch.rand(1, 3, 24, 24),), fp16=True)
+    (tmp_path / "p.param").write_text(param.read_text())  # pnnx's own .bin under our graph
+    (tmp_path / "p.bin").write_bytes((tmp_path / "p.ncnn.bin").read_bytes())
+    theirs, _ = load_pretrained_generator(tmp_path / "p.param")
+    assert len((tmp_path / "p.bin").read_bytes()) == len(param.with_suffix(".bin").read_bytes())
+    assert struct.unpack_from("<I", param.with_suffix(".bin").read_bytes())[0] == FP16_TAG
+    state, args = load_pretrained_generator(param)
+    tiny = float(np.finfo(np.float16).tiny)  # 6.1e-5: pnnx flushes fp16 subnormals to zero, and rounds ties up
+    for key, ours in state.items():
+        ulp = torch.from_numpy(np.spacing(theirs[key].numpy().astype(np.float16)).astype(np.float32))
+        close = ((ours - theirs[key]).abs() <= ulp) | ((theirs[key] == 0) & (ours.abs() < tiny))
+        assert close.all(), key
+    differ = sum(int((state[k] != theirs[k]).sum()) for k in state)
+    print(f"esrkd's .bin vs pnnx's: {differ} of {sum(t.numel() for t in state.values())} values differ (subnormals, ties)")
+    assert args == net.args and list(state) == list(net.state_dict())
+    for key, tensor in net.state_dict().items():
+        assert torch.equal(state[key], tensor.half().float() if key.endswith("weight") else tensor), key
+    init_generator(RRDBNet(args), param)  # teacher.init takes our own students
+
+
+def test_a_binaryop_that_is_not_rrdbnets_is_refused(exported, tmp_path):
+    _, param = exported
+    (tmp_path / "g.bin").write_bytes(param.with_suffix(".bin").read_bytes())
+    (tmp_path / "g.param").write_text(param.read_text())
+    _edit(tmp_path / "g.param", r"0=2 1=1 2=0\.2", "0=2 1=1 2=0.3")
+    with pytest.raises(UserError, match=r"g\.param: has a BinaryOp that is neither an addition nor a scaling by 0\.2"):
+        load_pretrained_generator(tmp_path / "g.param")

@@ -50,9 +50,10 @@ def test_repro_runs_every_stage_then_nothing_then_only_report(tiny_dag, repo):
     sizes = json.loads((repo / "exports/0.3/sizes.json").read_text())
     assert set(sizes) == {"teacher", "student-4"} and sizes["teacher"]["onnx_max_abs_diff"] < 1e-4
     assert (repo / "exports/0.3/student-4.onnx").stat().st_size == sizes["student-4"]["onnx_bytes"]
+    assert sizes["student-4"]["ncnn_bytes"] == sum((repo / f"exports/0.3/student-4.{s}").stat().st_size for s in ("param", "bin"))
     assert sizes["teacher"]["weights"] == "models/pruned/0.3/net_g.pth"  # one export run: each ratio in its folder
     assert json.loads((repo / "exports/0.5/sizes.json").read_text())["teacher"]["weights"] == "models/pruned/0.5/net_g.pth"
-    assert "ONNX fp16 (MB)" in md
+    assert "ONNX fp16 (MB)" in md and "ncnn fp16 (MB)" in md
     assert not list(repo.rglob(".*.tmp-*"))  # nothing half-written left behind
 
     assert ran(run(repo, "dvc", "repro")) == []  # in the copy too: its files and cache are the build's

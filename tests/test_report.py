@@ -123,7 +123,7 @@ def test_report_tables_beside_the_papers_numbers(tmp_path, demo_params):
 def test_every_model_has_one_name_in_every_output(tmp_path, demo_params):
     exports = tmp_path / "exports" / "0.3"
     exports.mkdir(parents=True)
-    (exports / "sizes.json").write_text(json.dumps({"student-16": {"onnx_bytes": 2e6, "onnx_fp16_bytes": 1e6}}))
+    (exports / "sizes.json").write_text(json.dumps({"student-16": {"onnx_bytes": 2e6, "onnx_fp16_bytes": 1e6, "ncnn_bytes": 0.9e6}}))
     metrics_json = _hand_made_run(tmp_path, demo_params, exports.parent)
     out = tmp_path / "reports"
 
@@ -135,6 +135,8 @@ def test_every_model_has_one_name_in_every_output(tmp_path, demo_params):
     assert set(zip(grid.teacher_prune, grid.model)) == stems
     assert grid.set_index(["teacher_prune", "model", "dataset"]).onnx_mb.dropna().to_dict() == {
         (0.3, "student-16", d): 2.0 for d in (*SETS, "Average")}  # sizes.json joined by name: the ablations stay out
+    assert grid.set_index(["teacher_prune", "model", "dataset"]).ncnn_mb.dropna().to_dict() == {
+        (0.3, "student-16", d): 0.9 for d in (*SETS, "Average")}
     grid_json = json.loads((out / "grid.json").read_text())
     assert {(int(key.removeprefix("prune")) / 100, name) for key, models in grid_json.items() for name in models} == stems
     t2 = pd.read_csv(out / "table2.csv")

@@ -1,6 +1,8 @@
 """`esrkd upscale`: tiled output equals the whole-image output once the pad covers the receptive
-field; ONNX files run like checkpoints; bad inputs are skipped, inputs never overwritten."""
+field, for 16-bit, RGBA and grey images too; ONNX and ncnn files run like checkpoints; bf16 on the CPU
+stays close to fp32; bad inputs are skipped, inputs never overwritten."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,10 +12,10 @@ from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import save_generator
 from esrkd.cli import main
 from esrkd.data import read_image, write_png
-from esrkd.evaluate import super_resolve
-from esrkd.export import export_onnx
+from esrkd.export import export_ncnn, export_onnx
 from esrkd.metrics import psnr
-from esrkd.upscale import Model, load_model, receptive_radius, upscale_files, upscale_image
+from esrkd.tiles import receptive_radius, super_resolve
+from esrkd.upscale import GRAY, Model, cpu_bf16, load_model, read_photo, upscale_files, upscale_image, write_photo
 
 CPU = torch.device("cpu")
 
@@ -76,7 +78,7 @@ def test_tiles_match_the_whole_image():
 def test_onnx_file_runs_like_the_checkpoint(weights, tmp_path):
     path, net = weights
     export_onnx(net, tmp_path / "g.onnx")
-    onnx, torch_model = load_model(tmp_path / "g.onnx"), load_model(path)
+    onnx, torch_model = load_model(tmp_path / "g.onnx"), load_model(path, fp32=True)
     assert onnx.args == net.args  # read from the file's metadata
     x = torch.rand(1, 3, 13, 21)
     with torch.no_grad():
@@ -93,14 +95,17 @@ def test_folder_with_bad_files_writes_the_rest_and_exits_1(weights, tmp_path, ca
     src.mkdir()
     lr = _image(20, 30)
     write_png(src / "good.png", lr)
-    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(src / "alpha.png")
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(src / "alpha.png")  # upscaled now, as Real-ESRGAN does
     (src / "broken.png").write_bytes(b"not a png")
+    cv2.imwrite(str(src / "float.tiff"), np.zeros((8, 8), np.float32))  # decodes, but is no 8- or 16-bit image
     with pytest.raises(SystemExit) as done:
-        main(["upscale", str(path), str(src), "-o", str(tmp_path / "out"), "--tile", "16", "--pad", "8"])
+        main(["upscale", str(path), str(src), "-o", str(tmp_path / "out"), "--tile", "16", "--pad", "8", "--fp32"])
     assert done.value.code == 1
     err = capsys.readouterr().err
-    assert "alpha.png: has an alpha channel" in err and "broken.png: cannot be read as an image" in err
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+    assert "broken.png: cannot be read as an image" in err and "float.tiff: holds float32 pixels" in err
+    assert "error: 2 of 4 input(s) not upscaled" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["alpha.png", "good.png"]
+    assert read_photo(tmp_path / "out" / "alpha.png").shape == (32, 32, 4)
     expected = upscale_image(Model(net, CPU, net.args), lr, 16, 8)
     assert np.array_equal(read_image(tmp_path / "out" / "good.png"), expected)
 
@@ -148,3 +153,88 @@ def test_x2_model_skips_an_image_with_an_odd_side(tmp_path):
     pairs = [(tmp_path / f"{n}.png", tmp_path / "out" / f"{n}.png") for n in ("even", "odd")]
     assert upscale_files(model, pairs, tile=4, pad=2) == [tmp_path / "odd.png"]
     assert read_image(tmp_path / "out" / "even.png").shape == (16, 20, 3)
+
+
+def _exact(net: RRDBNet) -> Model:
+    """The net in float64: tiles and one pass then agree exactly, not just within float32 rounding."""
+    net64 = RRDBNet(net.args).double()
+    net64.load_state_dict(net.state_dict())
+    return Model(lambda x: net64(x.double()).float(), CPU, net.args)
+
+
+def test_rgba_16_bit_and_grey_images_through_tiles_equal_one_pass():
+    model = _exact(_net())
+    radius = receptive_radius(model.args)
+    rng = np.random.default_rng(3)
+    images = {"rgba": _image(30, 41).repeat(2, axis=2)[..., :4],
+              "16-bit": rng.integers(0, 65536, (30, 41, 3), dtype=np.uint16),
+              "grey": rng.integers(0, 256, (30, 41, 1), dtype=np.uint8),
+              "16-bit rgba": rng.integers(0, 65536, (30, 41, 4), dtype=np.uint16)}
+    for name, lr in images.items():
+        for alpha in ("model", "resize"):
+            one = upscale_image(model, lr, tile=64, pad=0, alpha=alpha)
+            assert one.dtype == lr.dtype and one.shape == (120, 164, lr.shape[2]), name
+            assert np.array_equal(upscale_image(model, lr, tile=16, pad=radius, alpha=alpha), one), name
+
+
+def test_plain_resize_alpha_is_opencvs_linear_resize_and_model_alpha_is_the_grey_images():
+    model = _exact(_net())
+    rgba = _image(20, 27).repeat(2, axis=2)[..., :4]
+    rgba[..., 3] = np.random.default_rng(1).integers(0, 256, (20, 27))
+    resized = upscale_image(model, rgba, alpha="resize")[..., 3]
+    opencv = cv2.resize(rgba[..., 3], (27 * 4, 20 * 4), interpolation=cv2.INTER_LINEAR)  # Real-ESRGAN's plain path
+    print(f"resize alpha vs OpenCV INTER_LINEAR: max {np.abs(resized.astype(int) - opencv).max()} level(s)")
+    assert np.abs(resized.astype(int) - opencv).max() <= 1
+    grey = upscale_image(model, np.repeat(rgba[..., 3:], 3, axis=2))
+    luma = np.round(grey.astype(np.float32) @ GRAY)  # the model's alpha: the alpha run as a grey image
+    assert np.abs(upscale_image(model, rgba)[..., 3] - luma).max() <= 1
+    assert np.array_equal(upscale_image(model, rgba)[..., :3], upscale_image(model, rgba[..., :3]))
+
+
+def test_grey_in_grey_out_the_luma_of_the_rgb_output():
+    model = _exact(_net())
+    grey = _image(12, 17)[..., :1]
+    sr = upscale_image(model, grey)
+    assert sr.shape == (48, 68, 1)
+    rgb = upscale_image(model, grey.repeat(3, axis=2)).astype(np.float32)
+    assert np.abs(sr[..., 0] - rgb @ GRAY).max() <= 1  # BT.601 luma, as OpenCV's RGB2GRAY (Real-ESRGAN's grey output)
+
+
+def test_16_bit_in_16_bit_out_and_the_low_byte_counts(weights, tmp_path):
+    path, _ = weights
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (10, 14, 3), dtype=np.uint16) * 256  # the low byte 0 ...
+    b = a + rng.integers(1, 256, a.shape, dtype=np.uint16)  # ... and not: the same 8-bit image
+    for name, image in (("a", a), ("b", b)):
+        write_photo(tmp_path / f"{name}.png", image)
+    main(["upscale", str(path), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "out"), "--fp32"])
+    sr_a, sr_b = read_photo(tmp_path / "out" / "a.png"), read_photo(tmp_path / "out" / "b.png")
+    assert sr_a.dtype == np.uint16 and sr_a.shape == (40, 56, 3)
+    differ = np.mean(sr_a != sr_b)
+    print(f"16-bit inputs differing below 8 bits: {differ:.1%} of output values differ")
+    assert differ > 0.5
+
+
+def test_ncnn_param_runs_like_the_checkpoint(weights, tmp_path):
+    path, net = weights
+    export_ncnn(net, tmp_path / "g.param")
+    ncnn_model, torch_model = load_model(tmp_path / "g.param", fp32=True), load_model(path, fp32=True)
+    assert ncnn_model.args == net.args
+    lr = _image(20, 30)
+    diff = np.abs(upscale_image(ncnn_model, lr, 16, 8).astype(int) - upscale_image(torch_model, lr, 16, 8)).max()
+    print(f"ncnn file (fp16 weights) vs checkpoint through upscale: max {diff} level(s)")
+    assert diff <= 1
+
+
+# bf16 keeps 8 mantissa bits: on this 1-block net measured 2 grey levels at most, 0.50 on average (51.1 dB)
+BF16_MAX, BF16_MEAN = 4, 1.0
+
+
+@pytest.mark.skipif(not cpu_bf16(), reason="this CPU has no bf16 instructions: upscale runs fp32")
+def test_bf16_on_the_cpu_stays_close_to_fp32(weights):
+    path, _ = weights
+    lr = _image(40, 50)
+    bf16, fp32 = (upscale_image(load_model(path, fp32=f), lr).astype(int) for f in (False, True))
+    off = np.abs(bf16 - fp32)
+    print(f"bf16 vs fp32: max {off.max()} level(s), mean {off.mean():.3f}, {psnr(bf16, fp32, 0, False):.1f} dB")
+    assert 0 < off.max() <= BF16_MAX and off.mean() <= BF16_MEAN  # > 0: bf16 really ran

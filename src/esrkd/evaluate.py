@@ -11,9 +11,10 @@ from tqdm import tqdm
 
 from esrkd import fid, metrics
 from esrkd.arch import RRDBNet, count_params
-from esrkd.data import load_pairs, to_tensor, to_uint8, write_png
+from esrkd.data import load_pairs, write_png
 from esrkd.errors import UserError
 from esrkd.perceptual_metrics import Scorer
+from esrkd.tiles import super_resolve
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -41,13 +42,6 @@ def set_fid(
     if fid_score is None:
         return None, n, f"FID {fid_status}"
     return fid_score(sr_dir, hr_dir, patch), n, None
-
-
-@torch.no_grad()
-def super_resolve(net: RRDBNet, lr: np.ndarray, device: torch.device) -> np.ndarray:
-    """One uint8 RGB LR image -> its uint8 RGB SR image (whole image, no tiling)."""
-    x = to_tensor(lr).unsqueeze(0).to(device)
-    return to_uint8(net(x)[0])
 
 
 def evaluate(

