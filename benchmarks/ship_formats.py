@@ -30,7 +30,6 @@ from tabulate import tabulate
 from cpu_quiet import timed, wait_quiet  # benchmarks/ is on sys.path when a script in it runs
 from esrkd.arch import RRDBArgs, RRDBNet
 from esrkd.checkpoint import load_generator
-from esrkd.errors import UserError
 from esrkd.export import export_ncnn, export_onnx
 
 
@@ -60,11 +59,8 @@ def measure(name: str, net: RRDBNet, tile: int, runs: int, threads: int, folder:
     torch.save(net.state_dict(), buffer)
     sizes = {"PyTorch": buffer.getbuffer().nbytes,
              "ONNX": export_onnx(net, folder / f"{name}.onnx"),
-             "ONNX fp16": export_onnx(net, folder / f"{name}.fp16.onnx", fp16=True)}
-    try:
-        sizes["ncnn"] = export_ncnn(net, folder / f"{name}.param")
-    except UserError as err:  # pnnx runs out of memory on 23-block nets (esrkd.export)
-        print(f"{name}: no ncnn: {err}")
+             "ONNX fp16": export_onnx(net, folder / f"{name}.fp16.onnx", fp16=True),
+             "ncnn": export_ncnn(net, folder / f"{name}.param")}
 
     def torch_run(dtype):
         def run():
@@ -91,10 +87,9 @@ def measure(name: str, net: RRDBNet, tile: int, runs: int, threads: int, folder:
         ex.input("data", mat)
         ex.extract("output")
 
-    if "ncnn" in sizes:
-        runtime.load_param(str(folder / f"{name}.param"))
-        runtime.load_model(str(folder / f"{name}.bin"))
-        formats["ncnn fp16"] = ncnn_run
+    runtime.load_param(str(folder / f"{name}.param"))
+    runtime.load_model(str(folder / f"{name}.bin"))
+    formats["ncnn fp16"] = ncnn_run
 
     latency = interleaved(formats, runs, busy, wait)
     return {"model": name, "params (M)": sum(p.numel() for p in net.parameters()) / 1e6,

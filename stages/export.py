@@ -7,7 +7,7 @@ import torch
 
 from esrkd.arch import count_params
 from esrkd.checkpoint import load_models, model_files
-from esrkd.errors import UserError, run
+from esrkd.errors import run
 from esrkd.export import export_ncnn, onnx_max_abs_diffs, onnx_model, params_bytes, save_onnx
 from esrkd.outputs import atomic_dir, write_json
 
@@ -37,14 +37,10 @@ def main() -> None:
                 "onnx_bytes": save_onnx(model, onnx32),
                 "onnx_fp16_bytes": save_onnx(model, onnx16, fp16=True),
             }
-            try:
-                sizes[name]["ncnn_bytes"] = export_ncnn(net, out / f"{name}.param")  # .param + .bin
-            except UserError as err:  # pnnx runs out of memory on 23-block nets (esrkd.export)
-                print(f"{path}: no ncnn files: {err}")
-                sizes[name]["ncnn_bytes"] = None
+            sizes[name]["ncnn_bytes"] = export_ncnn(net, out / f"{name}.param")  # .param + .bin
             sizes[name]["onnx_max_abs_diff"], sizes[name]["onnx_fp16_max_abs_diff"] = onnx_max_abs_diffs(net, [onnx32, onnx16], x)
             print(f"{path} -> {onnx32.name}: {sizes[name]['onnx_bytes']:,} bytes, fp16 {sizes[name]['onnx_fp16_bytes']:,}, "
-                  f"ncnn {sizes[name]['ncnn_bytes'] or 0:,}")
+                  f"ncnn {sizes[name]['ncnn_bytes']:,}")
         for folder, sizes in folders.items():
             write_json(root / folder / "sizes.json", sizes)
 

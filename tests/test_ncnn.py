@@ -319,6 +319,28 @@ def test_exported_student_runs_in_the_ncnn_runtime_by_realsrs_blob_names(exporte
     assert off.max() <= 1
 
 
+def test_a_23_block_student_runs_in_the_ncnn_runtime_and_reads_back(tmp_path):
+    """The paper's depth, past what pnnx converts (esrkd.export repeats its block): same pixels, same net."""
+    torch.manual_seed(0)
+    net = RRDBNet(RRDBArgs(num_feat=8, num_block=23, num_grow_ch=4)).eval()
+    lr = skdata.chelsea()[100:132, 200:240]
+    x = torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():  # spread the output over [0, 1], as the `exported` fixture does
+        net.conv_last.weight.mul_(0.2 / net(x).std())
+        net.conv_last.bias.add_(0.5 - net(x).mean())
+        ours = net(x)[0].clamp(0, 1).numpy() * 255
+    export_ncnn(net, tmp_path / "g.param")
+    theirs = np.clip(_ncnn_run(tmp_path / "g.param", lr), 0, 1) * 255
+    assert ours.shape == theirs.shape == (3, 128, 160) and ours.std() > 20
+    off = np.abs(np.round(ours) - np.round(theirs))
+    print(f"23 blocks, ncnn runtime (fp16 weights) vs PyTorch: max {np.abs(ours - theirs).max():.3f} grey levels")
+    assert off.max() <= 1
+    state, args = load_pretrained_generator(tmp_path / "g.param")
+    assert args == net.args
+    for key, tensor in net.state_dict().items():
+        assert torch.equal(state[key], tensor.half().float() if key.endswith("weight") else tensor), key
+
+
 def test_exported_weights_are_pnnxs_and_read_back_into_the_same_rrdbnet(exported, tmp_path):
     pnnx = pytest.importorskip("pnnx")
     net, param = exported

@@ -17,10 +17,12 @@ esrkd.fid, whose Inception ships only as TorchScript) converts one network per a
 blobs are renamed `data`/`output` as in RealSR's and Real-ESRGAN's files, its side files are left
 in a temporary folder, and every network's .bin is written by esrkd.ncnn.write_weights in pnnx's
 layout (fp16 weights with ncnn's fp16 tag, fp32 biases), one run of pnnx serving every network of
-an architecture (~3 s each). pnnx's memory grows steeply with the block count (measured peak RSS: 16
-blocks 0.65 GB, 20 blocks 3 GB, 23 blocks over 20 GB, OOM-killed here), so it runs under an 8 GB cap and
-a 23-block network gets no ncnn file: a UserError for `esrkd export`, a note in the export stage. Its fp16 rounding is numpy's (nearest, ties to even, subnormals kept);
-pnnx flushes fp16 subnormals to zero and rounds ties up: 0.6% of a student's values differ, by 1 ulp
+an architecture (~3 s each). pnnx's memory grows ~1.7x with each RRDB block (measured peak RSS: 16 blocks
+0.36 GB, 19 blocks 1.6 GB, 23 blocks over 20 GB, OOM-killed here), so it converts nets of at most two blocks:
+for more, it converts the same net with one and with two, and the lines the second block adds (an RRDB reads
+its input blob alone) are repeated, renamed. For 3 and 4 blocks that graph equals pnnx's own up to blob and
+layer names (tests/test_export.py), and a 23-block net runs in the ncnn runtime as in PyTorch (test_ncnn.py).
+The .bin's fp16 rounding is numpy's (nearest, ties to even, subnormals kept); pnnx flushes fp16 subnormals to zero and rounds ties up: 0.6% of a student's values differ, by 1 ulp
 or by under 6.1e-5 (tests/test_ncnn.py).
 """
 
@@ -28,9 +30,9 @@ from __future__ import annotations
 
 import copy
 import json
-import resource
 import subprocess
 import tempfile
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -123,16 +125,12 @@ def _fp16_initializers(graph: onnx.GraphProto) -> None:
     graph.node.extend(nodes)
 
 
-PNNX_MEMORY = 8 << 30  # bytes of address space pnnx may take: it fails cleanly instead of draining a shared machine
-
-
-def _cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (PNNX_MEMORY, PNNX_MEMORY))
+PNNX_BLOCKS = 2  # the most RRDBs pnnx converts; more repeat its second (module docstring)
 
 
 @cache
-def _ncnn_param(args: RRDBArgs) -> str:
-    """The text of RRDBNet(args)'s ncnn .param, made by pnnx, blobs renamed (module docstring)."""
+def _pnnx_param(args: RRDBArgs) -> tuple[str, ...]:
+    """The lines of RRDBNet(args)'s ncnn .param as pnnx writes it (blobs in0 -> out0)."""
     import pnnx
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,20 +140,58 @@ def _ncnn_param(args: RRDBArgs) -> str:
         # its binary, not pnnx.convert, which also imports the Python model it writes; a second input
         # size marks height and width dynamic
         shapes = [f"inputshape{n}=[1,{args.num_in_ch},{side},{side}]f32" for n, side in (("", 16), ("2", 24))]
-        done = subprocess.run([pnnx.EXEC_PATH, pt.name, *shapes, "device=cpu"], cwd=tmp, capture_output=True, timeout=600,
-                              preexec_fn=_cap_memory)
+        done = subprocess.run([pnnx.EXEC_PATH, pt.name, *shapes, "device=cpu"], cwd=tmp, capture_output=True, timeout=600)
         if done.returncode != 0:
-            raise UserError(f"pnnx could not convert an RRDBNet with {args} (exit {done.returncode}); its memory grows "
-                            f"steeply with the block count (16 blocks 0.65 GB, 20 blocks 3 GB, 23 past {PNNX_MEMORY >> 30} GB): "
-                            "ship ONNX instead.")
-        lines = (Path(tmp) / "g.ncnn.param").read_text().splitlines()
+            raise UserError(f"pnnx could not convert an RRDBNet with {args} (exit {done.returncode}): "
+                            f"{done.stderr.decode(errors='replace').strip()[-300:]}; ship ONNX instead.")
+        return tuple((Path(tmp) / "g.ncnn.param").read_text().splitlines())
+
+
+def _blobs(fields: list[str]) -> tuple[list[str], list[str]]:
+    """The input and output blobs of a .param layer line, split into fields."""
+    n_in, n_out = int(fields[2]), int(fields[3])
+    return fields[4:4 + n_in], fields[4 + n_in:4 + n_in + n_out]
+
+
+def _renamed(line: str, blobs: dict[str, str], suffix: str = "") -> str:
+    fields = line.split()
+    n = 4 + int(fields[2]) + int(fields[3])
+    fields[1] += suffix
+    fields[4:n] = [blobs.get(blob, blob) for blob in fields[4:n]]
+    return " ".join(fields)
+
+
+def _repeat_block(one: tuple[str, ...], two: tuple[str, ...], num_block: int) -> list[str]:
+    """The .param of an RRDBNet of `num_block` blocks from pnnx's graphs of the same net with one and two:
+    the lines the second RRDB adds, fed by the first's output alone, are repeated with renamed blobs and
+    layers, and the tail reads the last copy's output."""
+    start = next(i for i in range(2, len(one)) if one[i] != two[i])
+    block = [line.split() for line in two[start:start + len(two) - len(one)]]
+    made = [blob for fields in block for blob in _blobs(fields)[1]]
+    feed, out = _blobs(block[0])[0][0], made[-1]
+    assert all(b in made or b == feed for fields in block for b in _blobs(fields)[0]), "an RRDB reads only its input"
+    lines, last = list(two[:start + len(block)]), out
+    for copy in range(1, num_block - 1):
+        names = {blob: f"{blob}_{copy}" for blob in made} | {feed: last}
+        lines += [_renamed(" ".join(fields), names, f"_{copy}") for fields in block]
+        last = names[out]
+    lines += [_renamed(line, {out: last}) for line in two[start + len(block):]]
+    lines[1] = f"{len(lines) - 2} {int(two[1].split()[1]) + len(made) * (num_block - 2)}"  # layer and blob counts
+    return lines
+
+
+@cache
+def _ncnn_param(args: RRDBArgs) -> str:
+    """The text of RRDBNet(args)'s ncnn .param, made by pnnx, blobs renamed (module docstring)."""
+    if args.num_block <= PNNX_BLOCKS:
+        lines = list(_pnnx_param(args))
+    else:
+        lines = _repeat_block(*(_pnnx_param(replace(args, num_block=n)) for n in (1, 2)), args.num_block)
     names = {"in0": NCNN_INPUT, "out0": NCNN_OUTPUT}
     for i, line in enumerate(lines[2:], start=2):
         fields = line.split()
-        n = 4 + int(fields[2]) + int(fields[3])
-        fields[4:n] = [names.get(blob, blob) for blob in fields[4:n]]
         fields[1] = names.get(fields[1], fields[1])  # the Input layer is named after its blob, as in RealSR's file
-        lines[i] = " ".join(fields)
+        lines[i] = _renamed(" ".join(fields), names)
     return "\n".join(lines) + "\n"
 
 
