@@ -65,3 +65,26 @@ def test_the_study_params_are_valid_and_every_cell_has_the_knobs_it_needs():
     assert p.net.num_block == 23 and p.distill.warmup_iters == 1500 and p.distill.val_every == 100
     assert {c.width for c in p.cells.values()} <= {16, 32, 48}
     assert set(yaml.safe_load((ROOT / "studies/students/params.yaml").read_text())["cells"]) == set(p.cells)
+
+
+def _teacher(root, name, finetune, test):
+    (root / name / "metrics").mkdir(parents=True)
+    (root / name / "metrics" / "teacher.json").write_text(json.dumps({
+        "model": {"prune": 0.3, "prune_stats": {"finetune_iters": finetune}}, "params_total": 16_697_987, "average": test}))
+
+
+def test_each_student_is_held_against_the_teacher_it_learned_from(tmp_path, demo_params):
+    cells = {"none": knobs("none", 0), "none-s1": knobs("none", 1), "ft50": knobs("features", 0, finetune=50)}
+    p = _params(demo_params, cells)
+    test = {"psnr": 27.0, "ssim": 0.8, "lpips": 0.3, "fid": 50.0}
+    _cell(tmp_path / "cells", "none", [25.0, 26.0, 27.0, 28.0], test)
+    _cell(tmp_path / "cells", "none-s1", [25.0, 26.0, 27.0, 28.1], test | {"psnr": 27.1, "lpips": 0.31})
+    _cell(tmp_path / "cells", "ft50", [25.0, 26.0, 27.0, 28.2], test | {"psnr": 28.0, "lpips": 0.40})
+    _teacher(tmp_path / "teachers", "ft0", 0, test | {"psnr": 26.0, "lpips": 0.20})
+    _teacher(tmp_path / "teachers", "ft50", 50, test | {"psnr": 30.0, "lpips": 0.35})
+    summary = write_study(p, tmp_path / "cells", tmp_path / "teachers", {"psnr": 29.0, "ssim": 0.85}, tmp_path / "reports")
+    md = (tmp_path / "reports/students.md").read_text()
+    # against ft50 (30.0 dB, LPIPS 0.35), not ft0: -2 dB (spread 0.1) and +0.05 LPIPS (spread 0.01)
+    assert "Student_16 -2.000 vs the teacher (not supported)" in md
+    assert "Student_16 +0.050 vs the teacher (supported)" in md
+    assert summary["claims"]["a"] == "not supported" and summary["claims"]["b"] == "supported"
