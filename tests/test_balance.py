@@ -70,7 +70,7 @@ class _Pixels(nn.Module):
 
 def _fit(demo_params, resume: Resume | None = None):
     demo_params["distill"].update(warmup_iters=2, gan_iters=2, batch_size=2, log_every=1, checkpoint_every=2,
-                                  l1_weight=0.01, perceptual_weight=0.5, gan_weight=0.005, distill_weight=3.0)
+                                  l1_weight=0.01, perceptual_weight=0.5, gan_weight=0.005, distill_weight=3.0, ramp_iters=0)
     cfg = config.parse(demo_params).distill
     torch.manual_seed(0)
     teacher = RRDBNet(RRDBArgs(num_feat=8, num_block=2, num_grow_ch=4))
