@@ -1,6 +1,6 @@
 # Two entry points, both idempotent: `make repro` (set up + run the demo pipeline), `make test`.
 # `make realsr`: the pruning study on a real 23-block ESRGAN (studies/realsr, ~20 min on 2 CPU cores).
-# `make students`: real 23-block students of the pruned RealSR (studies/students, ~15 min a cell on 2 CPU cores).
+# `make students`: real 23-block students of the pruned RealSR (studies/students, 25-50 min a cell on 2 CPU cores).
 # `make gpu-wheels`: .whl/, what benchmarks/gpu_check.sh carries to the leased GPU machine (README).
 PYTHON ?= python3
 VENV := .venv
