@@ -153,12 +153,10 @@ def _blobs(fields: list[str]) -> tuple[list[str], list[str]]:
     return fields[4:4 + n_in], fields[4 + n_in:4 + n_in + n_out]
 
 
-def _renamed(line: str, blobs: dict[str, str], suffix: str = "") -> str:
-    fields = line.split()
+def _renamed(fields: list[str], blobs: dict[str, str], suffix: str = "") -> str:
+    """A .param layer line from its fields, its blobs renamed by `blobs` and `suffix` added to its name."""
     n = 4 + int(fields[2]) + int(fields[3])
-    fields[1] += suffix
-    fields[4:n] = [blobs.get(blob, blob) for blob in fields[4:n]]
-    return " ".join(fields)
+    return " ".join([fields[0], fields[1] + suffix, *fields[2:4], *(blobs.get(b, b) for b in fields[4:n]), *fields[n:]])
 
 
 def _repeat_block(one: tuple[str, ...], two: tuple[str, ...], num_block: int) -> list[str]:
@@ -173,9 +171,9 @@ def _repeat_block(one: tuple[str, ...], two: tuple[str, ...], num_block: int) ->
     lines, last = list(two[:start + len(block)]), out
     for copy in range(1, num_block - 1):
         names = {blob: f"{blob}_{copy}" for blob in made} | {feed: last}
-        lines += [_renamed(" ".join(fields), names, f"_{copy}") for fields in block]
+        lines += [_renamed(fields, names, f"_{copy}") for fields in block]
         last = names[out]
-    lines += [_renamed(line, {out: last}) for line in two[start + len(block):]]
+    lines += [_renamed(line.split(), {out: last}) for line in two[start + len(block):]]
     lines[1] = f"{len(lines) - 2} {int(two[1].split()[1]) + len(made) * (num_block - 2)}"  # layer and blob counts
     return lines
 
@@ -191,7 +189,7 @@ def _ncnn_param(args: RRDBArgs) -> str:
     for i, line in enumerate(lines[2:], start=2):
         fields = line.split()
         fields[1] = names.get(fields[1], fields[1])  # the Input layer is named after its blob, as in RealSR's file
-        lines[i] = _renamed(" ".join(fields), names)
+        lines[i] = _renamed(fields, names)
     return "\n".join(lines) + "\n"
 
 
