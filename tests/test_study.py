@@ -9,10 +9,10 @@ from esrkd import config
 from esrkd.study import load_cells, seed_spread, verdict, write_study
 
 
-def _cell(root, name, val_psnr, test, width=16):
+def _cell(root, name, val_psnr, test, width=16, steps=(4, 8, 12, 16)):
     log = root / name / "student/log"
     log.mkdir(parents=True)
-    (log / "val.tsv").write_text("step\tpsnr\tssim\n" + "".join(f"{s}\t{p}\t0.8\n" for s, p in zip((4, 8, 12, 16), val_psnr)))
+    (log / "val.tsv").write_text("step\tpsnr\tssim\n" + "".join(f"{s}\t{p}\t0.8\n" for s, p in zip(steps, val_psnr)))
     (root / name / "metrics").mkdir()
     (root / name / "metrics" / f"student-{width}.json").write_text(json.dumps({
         "params_total": 6_538_115, "average": test, "sets": {"pool": {"fid_samples": 80}}}))
@@ -27,7 +27,7 @@ def _params(demo_params, cells):
 
 def knobs(mode, seed, **more):
     return {"ratio": 0.3, "finetune": 0, "width": 16, "mode": mode, "loss": "mse_normalized", "weight": 0.05, "ramp": 0,
-            "fit": False, "seed": seed} | more
+            "fit": False, "seed": seed, "gan": 0, "d_iters": 0} | more
 
 
 def test_the_seed_spread_decides_whether_distillation_helps(tmp_path, demo_params):
@@ -85,6 +85,32 @@ def test_each_student_is_held_against_the_teacher_it_learned_from(tmp_path, demo
     summary = write_study(p, tmp_path / "cells", tmp_path / "teachers", {"psnr": 29.0, "ssim": 0.85}, tmp_path / "reports")
     md = (tmp_path / "reports/students.md").read_text()
     # against ft50 (30.0 dB, LPIPS 0.35), not ft0: -2 dB (spread 0.1) and +0.05 LPIPS (spread 0.01)
-    assert "Student_16 -2.000 vs the teacher (not supported)" in md
-    assert "Student_16 +0.050 vs the teacher (supported)" in md
+    assert "Student_16 (ft50) -2.000 vs the teacher (not supported)" in md
+    assert "Student_16 (ft50) +0.050 vs the teacher (supported)" in md
+    assert summary["claims"]["a"] == "not supported" and summary["claims"]["b"] == "supported"
+
+
+def test_a_gan_phase_cell_is_the_student_of_claims_a_and_b_and_its_warm_up_twin_the_before(tmp_path, demo_params):
+    cells = {"none": knobs("none", 0), "none-s1": knobs("none", 1), "ramp": knobs("features", 0, ramp=8),
+             "ramp-gan": knobs("features", 0, ramp=8, gan=8, d_iters=4)}
+    p = _params(demo_params, cells)
+    test = {"psnr": 27.0, "ssim": 0.8, "lpips": 0.3, "fid": 50.0}
+    _cell(tmp_path / "cells", "none", [25.0, 26.0, 27.0, 28.0], test)
+    _cell(tmp_path / "cells", "none-s1", [25.0, 26.0, 27.0, 28.1], test | {"psnr": 27.1, "lpips": 0.31})
+    _cell(tmp_path / "cells", "ramp", [24.0, 26.0, 27.5, 28.5], test | {"lpips": 0.40, "fid": 60.0})
+    # the same warm-up to the last digit but at step 12, then two GAN-phase scores
+    _cell(tmp_path / "cells", "ramp-gan", [24.0, 26.0, 27.25, 28.5, 28.2, 27.9], test | {"psnr": 26.5, "lpips": 0.25, "fid": 40.0},
+          steps=(4, 8, 12, 16, 20, 24))
+    _teacher(tmp_path / "teachers", "ft0", 0, test | {"psnr": 27.5, "lpips": 0.20, "fid": 30.0})
+    df = load_cells(p, tmp_path / "cells").set_index("cell")
+    assert df.loc["ramp-gan", "val_psnr_end"] == 27.9 and df.loc["ramp", "val_psnr_end"] == 28.5  # each at its own end
+    summary = write_study(p, tmp_path / "cells", tmp_path / "teachers", {"psnr": 29.0, "ssim": 0.85}, tmp_path / "reports")
+    md = (tmp_path / "reports/students.md").read_text()
+    # (d) compares warm-up cells: ramp +0.5 dB over none; (a), (b) the student after its GAN phase: -1 dB, +0.05 LPIPS
+    assert "best features cell ramp vs none: +0.500 dB" in md
+    assert "Student_16 (ramp-gan) -1.000 vs the teacher (not supported)" in md
+    assert "Student_16 (ramp-gan) +0.050 vs the teacher (supported)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| Student_16"))
+    assert [c.strip() for c in row.split("|")[1:-1]] == [
+        "Student_16", "6.54", "ramp", "27.00", "0.400", "60.0", "ramp-gan", "26.50", "0.250", "40.0", "0.250"]
     assert summary["claims"]["a"] == "not supported" and summary["claims"]["b"] == "supported"

@@ -169,6 +169,8 @@ class Cell(_Block):
     ramp: int = Field(ge=0)  # distill.ramp_iters
     fit: bool  # distill.fit_adapters
     seed: int = Field(ge=0)  # base.seed of the student's run
+    gan: int = Field(ge=0)  # distill.gan_iters: GAN-phase iterations after the warm-up
+    d_iters: int = Field(ge=0)  # teacher.d_iters: D' trained against the teacher's SR before the student starts
 
 
 class Params(_Block):

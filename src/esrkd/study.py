@@ -3,7 +3,8 @@
 A cell is one 23-block student (config.Cell). Its results are committed files: cells/<cell>/metrics/*.json
 (the test pool, scored once at the end) and cells/<cell>/student/log/val.tsv (the validation set, scored every
 distill.val_every iterations). The seed spread is the mean |difference| between cells that differ only in
-their seed; a claim's difference smaller than twice the spread reads "within noise".
+their seed; a claim's difference smaller than twice the spread reads "within noise". A GAN-phase cell (gan > 0)
+repeats a warm-up cell batch for batch before its GAN iterations, so that cell's scores are its "before".
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def _val_at(curve: pd.DataFrame, step: int, name: str) -> float | None:
 
 
 def load_cells(p: config.Params, cells_dir: Path) -> pd.DataFrame:
-    """One row per finished cell: its knobs, validation PSNR/SSIM at 1/4, 1/2 and the end of its run, and its
-    test-pool averages (with FID's sample count). Cells not finished yet are left out."""
-    total = p.distill.warmup_iters + p.distill.gan_iters
+    """One row per finished cell: its knobs, validation PSNR/SSIM at 1/4 and 1/2 of the warm-up and at the end of
+    its run (after its GAN iterations), and its test-pool averages (with FID's sample count). Cells not finished
+    yet are left out."""
+    warmup = p.distill.warmup_iters
     rows = []
     for name, cell in p.cells.items():
         files = sorted((cells_dir / name / "metrics").glob("*.json"))
@@ -43,7 +45,7 @@ def load_cells(p: config.Params, cells_dir: Path) -> pd.DataFrame:
         log = plots.read_log(cells_dir / name / "student" / "log")
         curve = log.loc[log["psnr"].notna(), ["step", "psnr", "ssim"]] if "psnr" in log else pd.DataFrame(columns=["step", "psnr", "ssim"])
         row = {"cell": name, **cell.model_dump()}
-        for label, step in (("q1", total // 4), ("half", total // 2), ("end", total)):
+        for label, step in (("q1", warmup // 4), ("half", warmup // 2), ("end", warmup + cell.gan)):
             row |= {f"val_psnr_{label}": _val_at(curve, step, "psnr"), f"val_ssim_{label}": _val_at(curve, step, "ssim")}
         row |= {f"test_{k}": m["average"].get(k) for k in TEST}
         row["fid_samples"] = sum(s.get("fid_samples") or 0 for s in m["sets"].values())
@@ -81,10 +83,20 @@ def load_teachers(teachers_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _best(cells: pd.DataFrame, **knobs) -> pd.Series | None:
-    """The seed-0 cell with the highest final validation PSNR among those with `knobs`."""
-    pick = cells[(cells.seed == 0) & np.logical_and.reduce([cells[k] == v for k, v in knobs.items()])] if len(cells) else cells
+def _best(cells: pd.DataFrame, gan: bool = False, **knobs) -> pd.Series | None:
+    """The seed-0 cell with the highest final validation PSNR among those with `knobs`, of the warm-up-only
+    cells, or with `gan` of the GAN-phase ones."""
+    if not len(cells):
+        return None
+    pick = cells[(cells.seed == 0) & ((cells.gan > 0) == gan) & np.logical_and.reduce([cells[k] == v for k, v in knobs.items()])]
     return pick.loc[pick.val_psnr_end.idxmax()] if len(pick) and pick.val_psnr_end.notna().any() else None
+
+
+def _student(cells: pd.DataFrame, width: int) -> pd.Series | None:
+    """The best features student of `width` from Table 2's teacher as the paper trains it: after its GAN phase
+    when such a cell has finished, else after the warm-up."""
+    after = _best(cells, gan=True, mode="features", width=width, ratio=TEACHER_PRUNE)
+    return after if after is not None else _best(cells, mode="features", width=width, ratio=TEACHER_PRUNE)
 
 
 def _teacher_of(teachers: pd.DataFrame, student: pd.Series) -> pd.Series | None:
@@ -108,10 +120,10 @@ def claims(cells: pd.DataFrame, teachers: pd.DataFrame) -> list[tuple[str, str, 
                 verdict(d, spread["val_psnr_end"]),
                 f"validation PSNR at the end: best features cell {best16.cell if best16 is not None else 'n/a'} vs none: "
                 f"{'n/a' if d is None else f'{d:+.3f} dB'}; test pool {_fmt(_gain(best16, none, 'test_psnr'), '+.3f')} dB"))
-    students = [s for w in (16, 32, 48) if (s := _best(cells, mode="features", width=w, ratio=TEACHER_PRUNE)) is not None]
+    students = [s for w in (16, 32, 48) if (s := _student(cells, w)) is not None]
     for label, column in (("(a) Every student beats the teacher in PSNR (paper: by about 1 dB)", "test_psnr"),
                           ("(b) The students' LPIPS is worse (higher) than the teacher's (paper: 0.12 -> 0.23)", "test_lpips")):
-        gains = {f"Student_{int(s.width)}": _gain(s, _teacher_of(teachers, s), column) for s in students}
+        gains = {f"Student_{int(s.width)} ({s.cell})": _gain(s, _teacher_of(teachers, s), column) for s in students}
         # "worse LPIPS" is a positive LPIPS gain: judge (b) as a higher-is-the-claim difference
         verdicts = {k: verdict(g, spread[column], lower_is_better=False) for k, g in gains.items()}
         overall = "cannot tell (no student or no teacher score yet)" if all(g is None for g in gains.values()) else (
@@ -134,10 +146,66 @@ def _fmt(x: float | None, spec: str) -> str:
 def cells_md(cells: pd.DataFrame) -> str:
     if not len(cells):
         return "No cell has finished yet."
-    shown = cells[["cell", "ratio", "finetune", "width", "mode", "loss", "weight", "ramp", "fit", "seed",
+    shown = cells[["cell", "ratio", "finetune", "width", "mode", "loss", "weight", "ramp", "fit", "seed", "gan", "d_iters",
                    "val_psnr_q1", "val_psnr_half", "val_psnr_end", "val_ssim_end", "test_psnr", "test_ssim", "test_lpips",
                    "test_fid", "fid_samples"]].copy()
     return shown.to_markdown(index=False, floatfmt=".4g")
+
+
+def by_ratio_md(cells: pd.DataFrame) -> str:
+    """Table 1's question: the best warm-up Student_16 from each pruned teacher, on the test pool."""
+    rows = [s for r in sorted(set(cells.ratio)) if (s := _best(cells, mode="features", width=16, ratio=r)) is not None] if len(cells) else []
+    if not rows:
+        return "No features Student_16 has finished yet."
+    table = pd.DataFrame(rows)[["ratio", "cell", "test_ssim", "test_fid", "test_psnr", "test_lpips", "val_psnr_end"]]
+    table.columns = ["teacher pruned at", "cell", "SSIM", "patch FID", "PSNR", "LPIPS", "val PSNR (end)"]
+    return table.to_markdown(index=False, floatfmt=".4g")
+
+
+def _warmup_twin(cells: pd.DataFrame, cell: pd.Series) -> pd.Series | None:
+    """The warm-up-only cell a GAN-phase cell repeats: the same knobs but for gan and d_iters."""
+    knobs = [k for k in config.Cell.model_fields if k not in ("gan", "d_iters")]
+    twin = cells[(cells.gan == 0) & np.logical_and.reduce([cells[k] == cell[k] for k in knobs])]
+    return twin.iloc[0] if len(twin) else None
+
+
+def warmup_gap(cells_dir: Path, before: str, after: str, warmup: int) -> float | None:
+    """The largest |difference| of validation PSNR between two cells over the warm-up: 0 when the GAN-phase cell
+    repeated its twin's warm-up exactly (same code, same machine); None when they share no validation step."""
+    psnr = []
+    for name in (before, after):
+        log = plots.read_log(cells_dir / name / "student" / "log")
+        psnr.append(log.loc[log["psnr"].notna() & (log.step <= warmup)].set_index("step")["psnr"])
+    common = psnr[0].index.intersection(psnr[1].index)
+    return float((psnr[0][common] - psnr[1][common]).abs().max()) if len(common) else None
+
+
+def gan_phase_md(cells: pd.DataFrame, teachers: pd.DataFrame, cells_dir: Path, warmup: int) -> str:
+    """Table 2's question: each width from Table 2's teacher before (its warm-up cell) and after its GAN phase."""
+    metrics = (("psnr", ".2f"), ("lpips", ".3f"), ("fid", ".1f"))
+
+    def scores(s: pd.Series | None, label: str) -> dict[str, str]:
+        return {f"{k} {label}": "" if s is None else _fmt(s[f"test_{k}"], spec) for k, spec in metrics}
+
+    rows = []
+    teacher = teachers[(teachers.ratio == TEACHER_PRUNE) & (teachers.finetune == 0)] if len(teachers) else teachers
+    if len(teacher):
+        rows.append({"model": f"teacher (pruned {TEACHER_PRUNE:g})", "params (M)": f"{teacher.iloc[0].params_m:.2f}",
+                     **scores(teacher.iloc[0], "before")})
+    for width in (16, 32, 48):
+        after = _best(cells, gan=True, mode="features", width=width, ratio=TEACHER_PRUNE)
+        before = _warmup_twin(cells, after) if after is not None else _best(cells, mode="features", width=width, ratio=TEACHER_PRUNE)
+        if before is None and after is None:
+            continue
+        gap = warmup_gap(cells_dir, before.cell, after.cell, warmup) if before is not None and after is not None else None
+        rows.append({"model": f"Student_{width}", "params (M)": f"{(after if before is None else before).params_m:.2f}",
+                     "before": "not run yet" if before is None else before.cell, **scores(before, "before"),
+                     "after": "not run yet" if after is None else after.cell, **scores(after, "after"),
+                     "warm-up gap (dB)": _fmt(gap, ".3f")})
+    if not rows:
+        return "No student of Table 2 has finished yet."
+    columns = ["model", "params (M)", "before", *scores(None, "before"), "after", *scores(None, "after"), "warm-up gap (dB)"]
+    return pd.DataFrame(rows).reindex(columns=columns).fillna("").to_markdown(index=False, disable_numparse=True)
 
 
 def write_study(p: config.Params, cells_dir: Path, teachers_dir: Path, bicubic: dict[str, float], out: Path) -> dict:
@@ -159,7 +227,7 @@ def write_study(p: config.Params, cells_dir: Path, teachers_dir: Path, bicubic: 
         f"(shrunk x{p.data.val_shrink}), scored every {p.distill.val_every} iterations; test pool = "
         f"{', '.join(s for v in p.data.test.values() for s in v)}, scored at the end; FID over {p.evaluate.fid_patch_size}x"
         f"{p.evaluate.fid_patch_size} patches (fid_samples per model in the table). Every cell: "
-        f"{p.distill.warmup_iters} warm-up + {p.distill.gan_iters} GAN iterations, batch {p.distill.batch_size}, "
+        f"{p.distill.warmup_iters} warm-up iterations (then a GAN-phase cell's `gan` ones), batch {p.distill.batch_size}, "
         f"HR patch {p.distill.patch_size}, lr {p.distill.lr:g}, EMA {p.distill.ema_decay:g}.",
         "",
         f"Bicubic on the test pool: PSNR {bicubic['psnr']:.2f} dB, SSIM {bicubic['ssim']:.4f}.",
@@ -171,6 +239,19 @@ def write_study(p: config.Params, cells_dir: Path, teachers_dir: Path, bicubic: 
         "## Cells",
         "",
         cells_md(cells),
+        "",
+        "## Table 1's question: which pruned teacher? (Student_16, warm-up only)",
+        "",
+        by_ratio_md(cells),
+        "",
+        "## Table 2's question: the widths, before and after the GAN phase",
+        "",
+        f"*before*: the warm-up cell ({p.distill.warmup_iters} iterations); *after*: the cell that repeats it and "
+        "goes on with the GAN phase (L1 + perceptual + RaGAN + distillation, D' trained first against the teacher's "
+        "SR). *warm-up gap*: the largest validation-PSNR difference between the two over the warm-up (0: repeated "
+        "exactly).",
+        "",
+        gan_phase_md(cells, teachers, cells_dir, p.distill.warmup_iters),
         "",
         f"Seed spread (mean |difference| of the final validation PSNR between cells that differ only in seed): "
         f"{'not measured yet' if spread is None else f'{spread:.3f} dB'}. A difference under twice it reads *within noise*.",
