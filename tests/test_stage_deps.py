@@ -213,6 +213,17 @@ def test_a_fresh_clone_of_the_students_study_has_nothing_to_run_for_its_finished
     assert finished and not to_run & set(finished), f"finished cells DVC would train again: {sorted(to_run & set(finished))}"
 
 
+def test_the_students_report_hashes_the_cells_results_and_not_the_weights_left_beside_them():
+    """The machine that trained a cell keeps its weights in cells/<cell>/student/ (gitignored); were they hashed
+    into the report's `cells` dep, a clone would see the report as changed."""
+    dvc, study = str(Path(sys.executable).parent / "dvc"), ROOT / "studies/students"
+    weights = ["cells/a-none/student/net_g.pth", "cells/a-ramp/student/net_d.pth", "cells/a-ramp/student/adapters.pth"]
+    assert subprocess.run([dvc, "check-ignore", *weights], cwd=study, capture_output=True, timeout=120).returncode == 0
+    results = subprocess.run([dvc, "check-ignore", "cells/a-none/student/log/val.tsv", "cells/a-none/metrics/student-16.json"],
+                             cwd=study, capture_output=True, text=True, timeout=120)
+    assert results.returncode == 1 and not results.stdout  # what the report reads stays hashed
+
+
 def test_a_training_stage_does_not_depend_on_code_it_only_names_in_annotations():
     """Editing the distiller must not re-run a teacher (hours on a GPU for the paper profile)."""
     teacher = {d for d in _stages("dvc.yaml")["teacher"]["deps"]}
