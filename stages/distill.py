@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--val", type=Path, help="prepared validation set, scored every distill.val_every iterations")
     parser.add_argument("--out", type=Path, nargs="+", required=True,
                         help="folder for net_g.pth, net_d.pth, adapters.pth, log/: one per --mode, in its order")
+    parser.add_argument("--keep-warmup", action="store_true",
+                        help="with a GAN phase, also write G's EMA at the end of the warm-up as <out>/warmup/net_g.pth "
+                             "(the same run's before and after: a study's GAN-phase cell)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="params.yaml values to override, as `dvc exp run -S` does (a study cell's knobs)")
     args = parser.parse_args()
@@ -58,10 +61,11 @@ def main() -> None:
         distiller = Distiller(teacher, layers, cfg.feature_loss, mode) if use_teacher else None
         if cfg.fit_adapters and layers:  # on the run's first batch
             fit_adapters(G.adapters, G.net, teacher, layers, torch.stack([data[k][0] for k in range(cfg.batch_size)]))
-        resume = Resume(resume_file(out), fingerprint(p.base, cfg, args.width, mode, p.distill_layers, status, inputs), several)
+        run_id = fingerprint(p.base, cfg, args.width, mode, p.distill_layers, status, inputs, args.keep_warmup)
+        resume = Resume(resume_file(out), run_id, several)
         D_mode = copy.deepcopy(D) if several else D
         state = TrainState(G, D_mode, cfg, Engine(device, p.base.precision, p.base.compile, world), perceptual, distiller)
-        result = fit(state, data, f"distill {args.width}" + (f" {mode}" if several else ""), resume, val)
+        result = fit(state, data, f"distill {args.width}" + (f" {mode}" if several else ""), resume, val, args.keep_warmup)
         meta = {
             **teacher_meta,
             "role": "student",

@@ -11,7 +11,9 @@ from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
 from esrkd.data import PatchDataset
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import feature_distillation_loss
-from esrkd.runs import Resume
+from esrkd.checkpoint import load_generator, model_name
+from esrkd.dist import World
+from esrkd.runs import Resume, write_outputs
 from esrkd.train import Generator, TrainState, fit
 
 
@@ -68,8 +70,8 @@ class _Pixels(nn.Module):
         return F.l1_loss(F.avg_pool2d(sr, 4), F.avg_pool2d(hr, 4))
 
 
-def _fit(demo_params, resume: Resume | None = None):
-    demo_params["distill"].update(warmup_iters=2, gan_iters=2, batch_size=2, log_every=1, checkpoint_every=2,
+def _fit(demo_params, resume: Resume | None = None, gan_iters: int = 2, keep_warmup: bool = False):
+    demo_params["distill"].update(warmup_iters=2, gan_iters=gan_iters, batch_size=2, log_every=1, checkpoint_every=2,
                                   l1_weight=0.01, perceptual_weight=0.5, gan_weight=0.005, distill_weight=3.0, ramp_iters=0)
     cfg = config.parse(demo_params).distill
     torch.manual_seed(0)
@@ -78,8 +80,8 @@ def _fit(demo_params, resume: Resume | None = None):
     D = VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32))
     distiller = Distiller(teacher, [0, 1], kind="mse_normalized")
     hr = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=8, seed=0)
-    return cfg, fit(TrainState(G, D, cfg, perceptual=_Pixels(), distiller=distiller), data, "distill 4", resume)
+    data = PatchDataset([("x", hr[::4, ::4].copy(), hr)], scale=4, hr_patch=32, num_samples=(cfg.warmup_iters + gan_iters) * 2, seed=0)
+    return cfg, fit(TrainState(G, D, cfg, perceptual=_Pixels(), distiller=distiller), data, "distill 4", resume, keep_warmup=keep_warmup)
 
 
 def test_fit_records_every_terms_size_and_weight_at_the_start_of_each_phase(demo_params, capsys):
@@ -107,3 +109,19 @@ def test_a_resumed_fit_keeps_the_balance_of_the_phases_it_had_passed(demo_params
     _, resumed = _fit(demo_params, Resume(tmp_path / "state.pt", "run"))
     assert resumed.resumed_from == 2
     assert resumed.balance == whole.balance
+
+
+def test_the_warm_up_snapshot_is_the_warm_up_only_run_and_survives_a_resume(demo_params, tmp_path):
+    _, twin = _fit(demo_params, gan_iters=0)  # the same warm-up with no GAN phase after it
+    _, whole = _fit(demo_params, Resume(tmp_path / "state.pt", "run"), keep_warmup=True)
+    _, resumed = _fit(demo_params, Resume(tmp_path / "state.pt", "run"), keep_warmup=True)  # from iteration 2
+    assert resumed.resumed_from == 2 and _fit(demo_params)[1].warmup is None and twin.warmup is None
+    for snapshot in (whole.warmup, resumed.warmup):
+        assert all(torch.equal(a, b) for a, b in zip(snapshot.state_dict().values(), twin.ema.state_dict().values()))
+    assert not torch.equal(whole.ema.conv_first.weight, twin.ema.conv_first.weight)  # the GAN phase moved on from it
+    meta = {"role": "student", "width": 4}
+    write_outputs(tmp_path / "out", whole, whole.ema, VGGStyleDiscriminator(DiscArgs(num_feat=4, input_size=32)), meta,
+                  Resume(tmp_path / "state.pt", "run"), World(0, 1))
+    net, saved = load_generator(tmp_path / "out/warmup/net_g.pth")
+    assert torch.equal(net.conv_first.weight, twin.ema.conv_first.weight)
+    assert model_name(saved) == "student-4-warmup" and model_name(load_generator(tmp_path / "out/net_g.pth")[1]) == "student-4"

@@ -192,10 +192,10 @@ def test_the_stage_trains_several_modes_each_as_if_alone_and_resumes_the_done_on
     assert _stage(monkeypatch, tmp_path, "distill", *common, "--mode", "output", "--out", "alone") == 0
     real = esrkd.train.fit
 
-    def crash_in_output(state, data, desc, resume, val):
+    def crash_in_output(state, data, desc, resume, val, keep_warmup):
         if desc.endswith("output"):
             raise RuntimeError("killed")
-        return real(state, data, desc, resume, val)
+        return real(state, data, desc, resume, val, keep_warmup)
 
     with monkeypatch.context() as patched:
         patched.setattr(esrkd.train, "fit", crash_in_output)

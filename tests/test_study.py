@@ -114,3 +114,21 @@ def test_a_gan_phase_cell_is_the_student_of_claims_a_and_b_and_its_warm_up_twin_
     assert [c.strip() for c in row.split("|")[1:-1]] == [
         "Student_16", "6.54", "ramp", "27.00", "0.400", "60.0", "ramp-gan", "26.50", "0.250", "40.0", "0.250"]
     assert summary["claims"]["a"] == "not supported" and summary["claims"]["b"] == "supported"
+
+
+def test_a_gan_phase_cell_with_its_own_warm_up_snapshot_is_its_own_before(tmp_path, demo_params):
+    cells = {"ramp": knobs("features", 0, ramp=8), "w32-gan": knobs("features", 0, width=32, gan=8, d_iters=4)}
+    p = _params(demo_params, cells)
+    test = {"psnr": 27.0, "ssim": 0.8, "lpips": 0.3, "fid": 50.0}
+    _cell(tmp_path / "cells", "ramp", [24.0, 26.0, 27.5, 28.5], test)
+    _cell(tmp_path / "cells", "w32-gan", [24.0, 26.0, 27.5, 28.5, 28.2, 27.9], test | {"psnr": 26.5, "lpips": 0.25, "fid": 40.0},
+          width=32, steps=(4, 8, 12, 16, 20, 24))
+    (tmp_path / "cells/w32-gan/metrics/student-32-warmup.json").write_text(json.dumps({
+        "params_total": 9_000_000, "average": test | {"psnr": 27.25, "lpips": 0.45, "fid": 70.0}, "sets": {"pool": {"fid_samples": 80}}}))
+    df = load_cells(p, tmp_path / "cells").set_index("cell")
+    # the final scores come from student-32.json, whatever the order of the two files
+    assert df.loc["w32-gan", ["test_psnr", "warmup_psnr", "warmup_lpips"]].tolist() == [26.5, 27.25, 0.45]
+    write_study(p, tmp_path / "cells", tmp_path / "no-teachers", {"psnr": 29.0, "ssim": 0.85}, tmp_path / "reports")
+    row = next(line for line in (tmp_path / "reports/students.md").read_text().splitlines() if line.startswith("| Student_32"))
+    assert [c.strip() for c in row.split("|")[1:-1]] == [
+        "Student_32", "6.54", "w32-gan at 16", "27.25", "0.450", "70.0", "w32-gan", "26.50", "0.250", "40.0", "0 (same run)"]

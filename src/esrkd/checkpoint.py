@@ -111,15 +111,18 @@ def distill_mode(meta: dict) -> str:
 
 
 TEACHER = "teacher"  # the name of every teacher: its prune ratio is in its folder, not its name
+WARMUP = "warmup"  # meta["snapshot"] of G's EMA kept at the end of the warm-up, and its name's suffix
 
 
 def model_name(meta: dict) -> str:
     """A model's one name in every file and table: teacher, student-<width>, or student-<width>-<mode> for an
-    ablation. It is the stem of the model's metrics, timings, SR-image and export files."""
+    ablation, with "-warmup" for a run's end-of-warm-up snapshot (runs.write_outputs). It is the stem of the
+    model's metrics, timings, SR-image and export files."""
     mode = distill_mode(meta)
     if not mode:
         return TEACHER
-    return f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
+    return (f"student-{meta['width']}" + ("" if mode == "features" else f"-{mode}")
+            + (f"-{WARMUP}" if meta.get("snapshot") == WARMUP else ""))
 
 
 def ratio_name(ratio: float) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from esrkd.checkpoint import save, save_discriminator, save_generator
+from esrkd.checkpoint import WARMUP, save, save_discriminator, save_generator
 from esrkd.outputs import atomic_dir
 
 if TYPE_CHECKING:  # annotations only: the bookkeeping never builds a network or runs the loop
@@ -80,13 +80,17 @@ def write_history(log_dir: Path, history: list[tuple[int, dict[str, float]]]) ->
 
 def write_outputs(out: Path, result: Fit, G: RRDBNet, D: VGGStyleDiscriminator, meta: dict, resume: Resume,
                   world: World, extra: dict[str, dict] | None = None) -> None:
-    """Rank 0 writes out/ at once (log/, net_g.pth with the EMA, net_d.pth, `extra` files); the checkpoint goes,
+    """Rank 0 writes out/ at once (log/, net_g.pth with the EMA, net_d.pth, `extra` files, and warmup/net_g.pth
+    with the EMA at the end of the warm-up when the run kept it: meta's "snapshot" says so); the checkpoint goes,
     unless the stage keeps it until its last run (Resume.keep_final). The stage ends the process group (dist.finish)."""
     if world.main:
         with atomic_dir(out) as tmp:
             write_history(tmp / "log", result.history)
             save_generator(tmp / "net_g.pth", G, result.ema, meta)
             save_discriminator(tmp / "net_d.pth", D)
+            if result.warmup is not None:
+                (tmp / WARMUP).mkdir()
+                save_generator(tmp / WARMUP / "net_g.pth", result.warmup, None, meta | {"snapshot": WARMUP})
             for name, content in (extra or {}).items():
                 save(tmp / name, **content)
         if not resume.keep_final:

@@ -4,7 +4,8 @@ A cell is one 23-block student (config.Cell). Its results are committed files: c
 (the test pool, scored once at the end) and cells/<cell>/student/log/val.tsv (the validation set, scored every
 distill.val_every iterations). The seed spread is the mean |difference| between cells that differ only in
 their seed; a claim's difference smaller than twice the spread reads "within noise". A GAN-phase cell (gan > 0)
-repeats a warm-up cell batch for batch before its GAN iterations, so that cell's scores are its "before".
+also scores its G at the end of the warm-up (metrics/*-warmup.json): its "before". A GAN-phase cell trained
+without that snapshot has the warm-up cell it repeats batch for batch (its twin) as its "before".
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from esrkd.outputs import atomic_file, write_json
 
 TEST = ("psnr", "ssim", "lpips", "fid")  # the test pool's averages kept per cell
 TEACHER_PRUNE = 0.3  # Table 2's teacher, the paper's choice
+SNAPSHOT = "-warmup.json"  # a metrics file of G at the end of the warm-up (checkpoint.model_name's suffix)
 
 
 def _val_at(curve: pd.DataFrame, step: int, name: str) -> float | None:
@@ -33,21 +35,22 @@ def _val_at(curve: pd.DataFrame, step: int, name: str) -> float | None:
 
 def load_cells(p: config.Params, cells_dir: Path) -> pd.DataFrame:
     """One row per finished cell: its knobs, validation PSNR/SSIM at 1/4 and 1/2 of the warm-up and at the end of
-    its run (after its GAN iterations), and its test-pool averages (with FID's sample count). Cells not finished
-    yet are left out."""
+    its run (after its GAN iterations), and its test-pool averages (with FID's sample count), and those of its
+    end-of-warm-up snapshot (warmup_<metric>) where the cell scored one. Cells not finished yet are left out."""
     warmup = p.distill.warmup_iters
     rows = []
     for name, cell in p.cells.items():
-        files = sorted((cells_dir / name / "metrics").glob("*.json"))
-        if not files:
+        files = {f.name.endswith(SNAPSHOT): json.loads(f.read_text()) for f in (cells_dir / name / "metrics").glob("*.json")}
+        if False not in files:
             continue
-        m = json.loads(files[0].read_text())
+        m = files[False]
         log = plots.read_log(cells_dir / name / "student" / "log")
         curve = log.loc[log["psnr"].notna(), ["step", "psnr", "ssim"]] if "psnr" in log else pd.DataFrame(columns=["step", "psnr", "ssim"])
         row = {"cell": name, **cell.model_dump()}
         for label, step in (("q1", warmup // 4), ("half", warmup // 2), ("end", warmup + cell.gan)):
             row |= {f"val_psnr_{label}": _val_at(curve, step, "psnr"), f"val_ssim_{label}": _val_at(curve, step, "ssim")}
         row |= {f"test_{k}": m["average"].get(k) for k in TEST}
+        row |= {f"warmup_{k}": files[True]["average"].get(k) if True in files else None for k in TEST}
         row["fid_samples"] = sum(s.get("fid_samples") or 0 for s in m["sets"].values())
         row["params_m"] = m["params_total"] / 1e6
         rows.append(row)
@@ -181,11 +184,12 @@ def warmup_gap(cells_dir: Path, before: str, after: str, warmup: int) -> float |
 
 
 def gan_phase_md(cells: pd.DataFrame, teachers: pd.DataFrame, cells_dir: Path, warmup: int) -> str:
-    """Table 2's question: each width from Table 2's teacher before (its warm-up cell) and after its GAN phase."""
+    """Table 2's question: each width from Table 2's teacher before and after its GAN phase. "Before" is the GAN
+    cell's own end-of-warm-up snapshot, or, for a cell without one, the warm-up cell it repeats (its twin)."""
     metrics = (("psnr", ".2f"), ("lpips", ".3f"), ("fid", ".1f"))
 
-    def scores(s: pd.Series | None, label: str) -> dict[str, str]:
-        return {f"{k} {label}": "" if s is None else _fmt(s[f"test_{k}"], spec) for k, spec in metrics}
+    def scores(s: pd.Series | None, label: str, prefix: str = "test") -> dict[str, str]:
+        return {f"{k} {label}": "" if s is None else _fmt(s[f"{prefix}_{k}"], spec) for k, spec in metrics}
 
     rows = []
     teacher = teachers[(teachers.ratio == TEACHER_PRUNE) & (teachers.finetune == 0)] if len(teachers) else teachers
@@ -194,14 +198,18 @@ def gan_phase_md(cells: pd.DataFrame, teachers: pd.DataFrame, cells_dir: Path, w
                      **scores(teacher.iloc[0], "before")})
     for width in (16, 32, 48):
         after = _best(cells, gan=True, mode="features", width=width, ratio=TEACHER_PRUNE)
-        before = _warmup_twin(cells, after) if after is not None else _best(cells, mode="features", width=width, ratio=TEACHER_PRUNE)
+        if after is not None and pd.notna(after.warmup_psnr):  # the same run at the end of its warm-up
+            before, name, prefix, gap = after, f"{after.cell} at {warmup}", "warmup", "0 (same run)"
+        else:
+            before = _warmup_twin(cells, after) if after is not None else _best(cells, mode="features", width=width, ratio=TEACHER_PRUNE)
+            name, prefix = ("not run yet" if before is None else before.cell), "test"
+            gap = _fmt(warmup_gap(cells_dir, before.cell, after.cell, warmup) if before is not None and after is not None else None, ".3f")
         if before is None and after is None:
             continue
-        gap = warmup_gap(cells_dir, before.cell, after.cell, warmup) if before is not None and after is not None else None
         rows.append({"model": f"Student_{width}", "params (M)": f"{(after if before is None else before).params_m:.2f}",
-                     "before": "not run yet" if before is None else before.cell, **scores(before, "before"),
+                     "before": name, **scores(before, "before", prefix),
                      "after": "not run yet" if after is None else after.cell, **scores(after, "after"),
-                     "warm-up gap (dB)": _fmt(gap, ".3f")})
+                     "warm-up gap (dB)": gap})
     if not rows:
         return "No student of Table 2 has finished yet."
     columns = ["model", "params (M)", "before", *scores(None, "before"), "after", *scores(None, "after"), "warm-up gap (dB)"]

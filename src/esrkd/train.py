@@ -40,7 +40,7 @@ from esrkd.tiles import super_resolve
 if TYPE_CHECKING:  # an annotation only: the teacher and prune stages must not depend on distill.py
     from esrkd.distill import Distiller
 
-STATE_FORMAT = 2  # of the resume checkpoints; a checkpoint of another format is not resumed
+STATE_FORMAT = 3  # of the resume checkpoints; a checkpoint of another format is not resumed
 
 
 def learning_rate(it: int, cfg: config.Train) -> float:
@@ -249,10 +249,11 @@ class Fit:
     resumed_from: int = 0
     # phase ("warmup", "gan") -> generator loss term -> (raw value, weight), at the phase's first iteration
     balance: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    warmup: RRDBNet | None = None  # G's EMA at the end of the warm-up, when fit was asked to keep it
 
 
 def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resume | None = None,
-        val: Validation | None = None) -> Fit:
+        val: Validation | None = None, keep_warmup: bool = False) -> Fit:
     """Train `state` over `data` ((warmup_iters + gan_iters) x batch_size samples); return G's EMA and the logs.
 
     With `val`, G's EMA is scored every val.every iterations, into the history as the "val" table.
@@ -261,6 +262,9 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
     and a later call with the same fingerprint continues from it. At the first iteration of each phase
     every generator loss term is recorded with its weight in `Fit.balance` and printed to stderr, so the
     balance of Eq. 4's terms can be read off any run.
+
+    With `keep_warmup` and a GAN phase, a copy of G's EMA at the end of the warm-up is kept in `Fit.warmup`: the
+    same run's "before", to score against its end (a study's GAN-phase cell).
     """
     cfg, engine = state.cfg, state.engine
     world = engine.world
@@ -271,6 +275,9 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
             state.load_state_dict(saved["state"])
             result.history, result.resumed_from, result.balance = saved["history"], saved["iteration"], saved["balance"]
             set_rng_states(saved["rng"])
+            if saved["warmup"] is not None:
+                result.warmup = copy.deepcopy(state.ema)
+                result.warmup.load_state_dict(saved["warmup"])
             print(f"{desc}: resuming at iteration {saved['iteration']} from {resume.file}", file=sys.stderr)
         else:
             print(f"{desc}: ignoring {resume.file}: it was written with other params or inputs", file=sys.stderr)
@@ -298,11 +305,14 @@ def fit(state: TrainState, data: PatchDataset, desc: str = "train", resume: Resu
             row = {f"{phase}/{k}": v for k, v in zip(logs, values)} | {"lr": learning_rate(it, cfg)}
             result.history.append((it, row))
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in row.items() if "total" in k or "pix" in k}, refresh=False)
+        if keep_warmup and cfg.gan_iters and it == cfg.warmup_iters:
+            result.warmup = copy.deepcopy(state.ema)
         if val is not None and world.main and it % val.every == 0:
             result.history.append((it, validate(state.ema, val, engine.device)))
         if resume is not None and world.main and ((it % cfg.checkpoint_every == 0 and it < total) or (it == total and resume.keep_final)):
             saved = {"format": STATE_FORMAT, "fingerprint": resume.fingerprint, "state": state.state_dict(), "iteration": it,
-                     "history": result.history, "balance": result.balance, "rng": rng_states()}
+                     "history": result.history, "balance": result.balance, "rng": rng_states(),
+                     "warmup": None if result.warmup is None else result.warmup.state_dict()}
             with atomic_file(resume.file) as tmp:
                 torch.save(saved, tmp)
     return result
