@@ -254,10 +254,10 @@ def write_study(p: config.Params, cells_dir: Path, teachers_dir: Path, bicubic: 
         "",
         "## Table 2's question: the widths, before and after the GAN phase",
         "",
-        f"*before*: the warm-up cell ({p.distill.warmup_iters} iterations); *after*: the cell that repeats it and "
-        "goes on with the GAN phase (L1 + perceptual + RaGAN + distillation, D' trained first against the teacher's "
-        "SR). *warm-up gap*: the largest validation-PSNR difference between the two over the warm-up (0: repeated "
-        "exactly).",
+        f"*after*: the cell after its warm-up ({p.distill.warmup_iters} iterations) and its GAN phase (L1 + perceptual "
+        "+ RaGAN + distillation, D' trained first against the teacher's SR); *before*: the same cell's student at the "
+        "end of its warm-up, or, for a cell trained without that snapshot, the warm-up cell it repeats. *warm-up gap*: "
+        "the largest validation-PSNR difference between that cell and the GAN cell over the warm-up (0: repeated exactly).",
         "",
         gan_phase_md(cells, teachers, cells_dir, p.distill.warmup_iters),
         "",
