@@ -8,11 +8,11 @@ from torch import nn
 
 from esrkd import config
 from esrkd.arch import DiscArgs, RRDBArgs, RRDBNet, VGGStyleDiscriminator
+from esrkd.checkpoint import load_generator, model_name
 from esrkd.data import PatchDataset
+from esrkd.dist import World
 from esrkd.distill import Distiller, student_args
 from esrkd.losses import feature_distillation_loss
-from esrkd.checkpoint import load_generator, model_name
-from esrkd.dist import World
 from esrkd.runs import Resume, write_outputs
 from esrkd.train import Generator, TrainState, fit
 
