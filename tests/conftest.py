@@ -94,6 +94,17 @@ def copy_repo(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers (--dist loadgroup) and sends each group to one of them: a module
+    is a group, so its module fixtures are built once, and the modules that use the session's tiny DAGs are one
+    group, so the DAGs are built once too. That group, the longest, starts first."""
+    shared = {item.module.__name__ for item in items if "tiny_dags" in item.fixturenames}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("tiny-dags" if item.module.__name__ in shared else item.module.__name__))
+    items.sort(key=lambda item: item.module.__name__ not in shared)  # stable: the order within a module stays
+
+
 @dataclass(frozen=True)
 class Built:
     repo: Path
