@@ -22,7 +22,7 @@ repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -q -n 2 --dist loadgroup
+	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
 
 realsr: $(STAMP)
 	cd studies/realsr && PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro

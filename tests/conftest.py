@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -10,12 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # One command of a test (a tiny DAG's whole `dvc repro` takes ~1-2 min); pyproject.toml's pytest
 # timeout bounds a whole test above it, so a hang fails with the command rather than the test's ceiling.
 COMMAND_TIMEOUT = 600
+# Two xdist workers and the DAGs' stages share 2 cores: OpenMP threads that spin while they wait would take
+# the cores from the other processes. Set before any test module imports torch; the subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}  # the venv's dvc
 
 
@@ -97,12 +102,11 @@ def copy_repo(src: Path, dst: Path) -> Path:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`make test` runs two pytest-xdist workers (--dist loadgroup) and sends each group to one of them: a module
-    is a group, so its module fixtures are built once, and the modules that use the session's tiny DAGs are one
-    group, so the DAGs are built once too. That group, the longest, starts first."""
-    shared = {item.module.__name__ for item in items if "tiny_dags" in item.fixturenames}
+    is a group, so its module fixtures are built once. The modules that use the tiny DAGs go first, so that
+    their build (`tiny_dags`, both cores) starts at once and the other worker waits for it, not the reverse."""
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("tiny-dags" if item.module.__name__ in shared else item.module.__name__))
-    items.sort(key=lambda item: item.module.__name__ not in shared)  # stable: the order within a module stays
+        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: "tiny_dags" not in item.fixturenames)  # stable: the order within a module stays
 
 
 @dataclass(frozen=True)
@@ -116,14 +120,24 @@ def tiny_dags(tmp_path_factory) -> tuple[Built, Built]:
     """The tiny DAG built from scratch twice, independently and side by side (two processes on 2 cores).
 
     The first is shared and no test changes it: tests take a `copy_repo` of it, so that only what they
-    change runs. The second is for the determinism check (tests/test_pipeline.py).
+    change runs. The second is for the determinism check (tests/test_pipeline.py). Under pytest-xdist the
+    first worker to need them builds them in the session's shared folder; the other waits on the lock and
+    takes the same two.
     """
-    repos = [new_repo(tmp_path_factory.mktemp(name)) for name in ("tiny-dag", "again")]
-    with ThreadPoolExecutor() as pool:
-        logs = list(pool.map(lambda repo: run(repo, "dvc", "repro"), repos))
-    run(repos[0], "git", "add", "-A")
-    run(repos[0], "git", "commit", "-qm", "baseline results")  # a baseline for the copies' experiments
-    return Built(repos[0], logs[0]), Built(repos[1], logs[1])
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # each worker's own folder sits in the session's
+    record = shared / "tiny-dags.json"
+    with FileLock(shared / "tiny-dags.lock"):
+        if not record.exists():
+            repos = [new_repo(shared / name) for name in ("tiny-dag", "again")]
+            with ThreadPoolExecutor() as pool:
+                logs = list(pool.map(lambda repo: run(repo, "dvc", "repro"), repos))
+            run(repos[0], "git", "add", "-A")
+            run(repos[0], "git", "commit", "-qm", "baseline results")  # a baseline for the copies' experiments
+            record.write_text(json.dumps([[str(repo), log] for repo, log in zip(repos, logs)]))
+    first, second = (Built(Path(repo), log) for repo, log in json.loads(record.read_text()))
+    return first, second
 
 
 @pytest.fixture(scope="session")
