@@ -132,3 +132,23 @@ def test_a_gan_phase_cell_with_its_own_warm_up_snapshot_is_its_own_before(tmp_pa
     row = next(line for line in (tmp_path / "reports/students.md").read_text().splitlines() if line.startswith("| Student_32"))
     assert [c.strip() for c in row.split("|")[1:-1]] == [
         "Student_32", "6.54", "w32-gan at 16", "27.25", "0.450", "70.0", "w32-gan", "26.50", "0.250", "40.0", "0 (same run)"]
+
+
+def test_table_1_holds_the_setting_that_ran_at_every_ratio(tmp_path, demo_params):
+    # a lighter λ tried at 0.3 alone ends higher than the ramp; Table 1 and claim (c) still compare the ramp's cells
+    cells = {"none": knobs("none", 0), "none-s1": knobs("none", 1), "ramp": knobs("features", 0, ramp=8),
+             "ramp-r50": knobs("features", 0, ramp=8, ratio=0.5), "light": knobs("features", 0, ramp=8, weight=0.005)}
+    p = _params(demo_params, cells)
+    test = {"psnr": 27.0, "ssim": 0.8, "lpips": 0.3, "fid": 50.0}
+    _cell(tmp_path, "none", [25.0, 26.0, 27.0, 28.0], test)
+    _cell(tmp_path, "none-s1", [25.0, 26.0, 27.0, 28.1], test | {"fid": 51.0})
+    _cell(tmp_path, "ramp", [25.0, 26.0, 27.0, 28.2], test | {"fid": 60.0})
+    _cell(tmp_path, "ramp-r50", [25.0, 26.0, 27.0, 28.1], test | {"fid": 64.0})
+    _cell(tmp_path, "light", [25.0, 26.0, 27.0, 28.6], test | {"fid": 40.0})
+    summary = write_study(p, tmp_path, tmp_path / "no-teachers", {"psnr": 29.0, "ssim": 0.85}, tmp_path / "reports")
+    md = (tmp_path / "reports/students.md").read_text()
+    assert "best features cell light vs none: +0.600 dB" in md  # claim (d) takes the best features cell
+    assert "patch FID by prune ratio: 0.3: 60.00, 0.5: 64.00" in md  # claim (c): the ramp at both ratios
+    assert summary["claims"]["c"] == "supported"  # 64 - 60 = 4 > 2 x FID spread 1
+    table = md[md.index("teacher pruned at"):].splitlines()
+    assert [row.split("|")[2].strip() for row in table[2:4]] == ["ramp", "ramp-r50"]
