@@ -86,12 +86,16 @@ def load_teachers(teachers_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _best(cells: pd.DataFrame, gan: bool = False, **knobs) -> pd.Series | None:
-    """The seed-0 cell with the highest final validation PSNR among those with `knobs`, of the warm-up-only
-    cells, or with `gan` of the GAN-phase ones."""
+def _pick(cells: pd.DataFrame, gan: bool = False, **knobs) -> pd.DataFrame:
+    """The seed-0 cells with `knobs`, of the warm-up-only cells, or with `gan` of the GAN-phase ones."""
     if not len(cells):
-        return None
-    pick = cells[(cells.seed == 0) & ((cells.gan > 0) == gan) & np.logical_and.reduce([cells[k] == v for k, v in knobs.items()])]
+        return cells
+    return cells[(cells.seed == 0) & ((cells.gan > 0) == gan) & np.logical_and.reduce([cells[k] == v for k, v in knobs.items()])]
+
+
+def _best(cells: pd.DataFrame, gan: bool = False, **knobs) -> pd.Series | None:
+    """Of `_pick`'s cells, the one with the highest final validation PSNR."""
+    pick = _pick(cells, gan, **knobs)
     return pick.loc[pick.val_psnr_end.idxmax()] if len(pick) and pick.val_psnr_end.notna().any() else None
 
 
@@ -99,7 +103,7 @@ def _by_ratio(cells: pd.DataFrame) -> list[pd.Series]:
     """Table 1's question holds the student's setting fixed: of the seed-0 warm-up features Student_16 cells, the
     setting (every knob but the ratio) trained from the most prune ratios, the best one on ties, one cell per ratio.
     A lighter or heavier λ tried at 0.3 alone is no row of it."""
-    pick = cells[(cells["mode"] == "features") & (cells.width == 16) & (cells.seed == 0) & (cells.gan == 0)] if len(cells) else cells
+    pick = _pick(cells, mode="features", width=16)
     if not len(pick):
         return []
     setting = [k for k in config.Cell.model_fields if k != "ratio"]
